@@ -1,0 +1,143 @@
+//! The configuration file as written: every key, its meaning and its default.
+//!
+//! These types only describe the YAML; [`crate::Config::from_raw`] turns them
+//! into validated settings. Unknown keys are refused everywhere so that a typo
+//! is an error, not a silently ignored line.
+
+use crate::Secret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole file. Every section may be left out.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listener and request-handling settings. Default: see [`RawServer`].
+    #[serde(default)]
+    pub server: RawServer,
+    /// Named upstream servers that requests can be sent to. Default: none.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    /// The model names clients may ask for, and where each goes. Default: none.
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+}
+
+/// `server:` — how sluice listens and what it accepts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on (HTTP/1.1 and h2c). Default `127.0.0.1:8080`;
+    /// the `--listen` flag overrides it.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Worker threads serving requests. Default: the number of CPUs.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Largest request body accepted, in bytes; larger ones get a 413.
+    /// Default 16777216 (16 MiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Seconds to keep serving in-flight requests after SIGTERM. Default 10.
+    #[serde(default = "default_grace_period_s")]
+    pub grace_period_s: u64,
+    /// Log line format: `text` or `json`. Default `text`; `--log-format` overrides it.
+    #[serde(default)]
+    pub log_format: RawLogFormat,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: default_listen(),
+            threads: None,
+            max_body_bytes: default_max_body_bytes(),
+            grace_period_s: default_grace_period_s(),
+            log_format: RawLogFormat::default(),
+        }
+    }
+}
+
+/// `server.log_format`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `upstreams.<name>:` — one upstream server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Wire format the upstream speaks. `openai` (the default) covers OpenAI
+    /// and every OpenAI-compatible server (vLLM, Ollama, TGI, another sluice).
+    #[serde(default)]
+    pub kind: RawUpstreamKind,
+    /// Base URL including the API version prefix, e.g.
+    /// `https://api.openai.com/v1`. Required. `http` and `https` only.
+    pub base_url: String,
+    /// API key sent as `Authorization: Bearer <key>`; usually written as
+    /// `${OPENAI_API_KEY}`. Default: no key. Never logged or echoed.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// Extra headers sent on every request to this upstream. Default: none.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Milliseconds to establish the TCP (and TLS) connection. Default 5000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Milliseconds from sending the request to the response headers; a
+    /// non-streamed completion only answers when it is done, so this is long.
+    /// Default 600000 (10 minutes).
+    #[serde(default = "default_first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
+    /// Milliseconds allowed between two pieces of a response body. Default 300000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+/// `upstreams.<name>.kind`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawUpstreamKind {
+    /// OpenAI's API and every server that speaks it.
+    #[default]
+    Openai,
+}
+
+/// `models[i]:` — a model name clients may ask for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// The name in the client's `"model"` field. `"*"` matches every name not
+    /// listed elsewhere and forwards it unchanged. Required, unique.
+    pub name: String,
+    /// Name of the entry under `upstreams:` that serves it. Required.
+    pub upstream: String,
+    /// Model name sent to the upstream. Default: the client's name.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_string()
+}
+fn default_max_body_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_grace_period_s() -> u64 {
+    10
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_first_byte_timeout_ms() -> u64 {
+    600_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    300_000
+}

@@ -1,0 +1,328 @@
+//! Validated configuration: what the rest of sluice reads.
+
+use crate::raw::{RawConfig, RawLogFormat, RawUpstreamKind};
+use crate::{ConfigError, Secret};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The model name that matches every name not listed explicitly.
+pub const WILDCARD_MODEL: &str = "*";
+
+/// A loaded, checked configuration. Built by [`crate::load_str`],
+/// [`crate::load_file`] or [`Config::embedded_defaults`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How sluice listens.
+    pub server: ServerSettings,
+    /// Upstream servers, in name order; [`ModelRoute::upstream`] indexes this.
+    pub upstreams: Vec<UpstreamSettings>,
+    /// Client-visible models, in file order (the wildcard, if any, included).
+    pub models: Vec<ModelRoute>,
+}
+
+/// `server:` after validation.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Worker threads.
+    pub threads: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Time to finish in-flight requests after SIGTERM.
+    pub grace_period: Duration,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The wire format an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// OpenAI's API and every server that speaks it.
+    OpenAi,
+}
+
+/// One upstream server, validated.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// The key under `upstreams:`; used in metrics and logs.
+    pub name: String,
+    /// Wire format.
+    pub kind: UpstreamKind,
+    /// Where it is.
+    pub base_url: UpstreamBaseUrl,
+    /// Bearer key, if any.
+    pub api_key: Option<Secret>,
+    /// Extra headers, names lower-cased and checked.
+    pub headers: Vec<(String, String)>,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to response headers.
+    pub first_byte_timeout: Duration,
+    /// Time allowed between body pieces.
+    pub idle_timeout: Duration,
+}
+
+/// A parsed `base_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamBaseUrl {
+    /// `https`?
+    pub tls: bool,
+    /// Host name or IP literal (no brackets), also the TLS SNI and `Host`.
+    pub host: String,
+    /// Port, defaulted from the scheme.
+    pub port: u16,
+    /// Path prefix without trailing slash, e.g. `/v1`; may be empty.
+    pub path_prefix: String,
+}
+
+impl UpstreamBaseUrl {
+    /// Parses `http[s]://host[:port][/prefix]`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let uri: http::Uri = text
+            .parse()
+            .map_err(|e| format!("not a valid URL ({e}): {text:?}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            Some(other) => return Err(format!("scheme must be http or https, not {other:?}")),
+            None => {
+                return Err(format!(
+                    "URL needs a scheme (http:// or https://): {text:?}"
+                ))
+            }
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("URL has no host: {text:?}"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if uri.query().is_some() {
+            return Err(format!("base URL must not carry a query: {text:?}"));
+        }
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let path_prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(UpstreamBaseUrl {
+            tls,
+            host,
+            port,
+            path_prefix,
+        })
+    }
+
+    /// `host:port` as used to resolve and connect.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A model name and where it goes.
+#[derive(Debug, Clone)]
+pub struct ModelRoute {
+    /// Client-visible name, or [`WILDCARD_MODEL`].
+    pub name: String,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Name sent upstream; `None` forwards the client's name unchanged.
+    pub upstream_model: Option<String>,
+}
+
+impl Config {
+    /// Validates raw settings: addresses parse, names are unique, references
+    /// resolve, URLs and headers are well formed.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
+            ConfigError::validation(
+                "server.listen",
+                format!(
+                    "expected an IP address and port such as 127.0.0.1:8080, got {:?}",
+                    raw.server.listen
+                ),
+            )
+        })?;
+        let threads = match raw.server.threads {
+            Some(0) => {
+                return Err(ConfigError::validation(
+                    "server.threads",
+                    "must be at least 1",
+                ))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if raw.server.max_body_bytes == 0 {
+            return Err(ConfigError::validation(
+                "server.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
+        let server = ServerSettings {
+            listen,
+            threads,
+            max_body_bytes: raw.server.max_body_bytes,
+            grace_period: Duration::from_secs(raw.server.grace_period_s),
+            log_format: match raw.server.log_format {
+                RawLogFormat::Text => LogFormat::Text,
+                RawLogFormat::Json => LogFormat::Json,
+            },
+        };
+
+        let mut upstreams = Vec::with_capacity(raw.upstreams.len());
+        for (name, up) in raw.upstreams {
+            let at = |key: &str| format!("upstreams.{name}.{key}");
+            let base_url = UpstreamBaseUrl::parse(&up.base_url)
+                .map_err(|m| ConfigError::validation(at("base_url"), m))?;
+            let mut headers = Vec::with_capacity(up.headers.len());
+            for (key, value) in up.headers {
+                let header_name = http::HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
+                    ConfigError::validation(at("headers"), format!("invalid header name {key:?}"))
+                })?;
+                http::HeaderValue::from_str(&value).map_err(|_| {
+                    ConfigError::validation(
+                        format!("upstreams.{name}.headers.{key}"),
+                        "header value must be visible ASCII",
+                    )
+                })?;
+                headers.push((header_name.as_str().to_string(), value));
+            }
+            if let Some(key) = &up.api_key {
+                if key.expose().is_empty() {
+                    return Err(ConfigError::validation(
+                        at("api_key"),
+                        "is empty; leave it out for an upstream without a key",
+                    ));
+                }
+            }
+            for (key, ms) in [
+                ("connect_timeout_ms", up.connect_timeout_ms),
+                ("first_byte_timeout_ms", up.first_byte_timeout_ms),
+                ("idle_timeout_ms", up.idle_timeout_ms),
+            ] {
+                if ms == 0 {
+                    return Err(ConfigError::validation(at(key), "must be at least 1"));
+                }
+            }
+            upstreams.push(UpstreamSettings {
+                name,
+                kind: match up.kind {
+                    RawUpstreamKind::Openai => UpstreamKind::OpenAi,
+                },
+                base_url,
+                api_key: up.api_key,
+                headers,
+                connect_timeout: Duration::from_millis(up.connect_timeout_ms),
+                first_byte_timeout: Duration::from_millis(up.first_byte_timeout_ms),
+                idle_timeout: Duration::from_millis(up.idle_timeout_ms),
+            });
+        }
+
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut models = Vec::with_capacity(raw.models.len());
+        for (i, model) in raw.models.iter().enumerate() {
+            if model.name.is_empty() {
+                return Err(ConfigError::validation(
+                    format!("models[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            if let Some(first) = seen.insert(&model.name, i) {
+                return Err(ConfigError::validation(
+                    format!("models[{i}].name"),
+                    format!(
+                        "duplicate model name {:?} (first defined at models[{first}])",
+                        model.name
+                    ),
+                ));
+            }
+            let upstream = upstreams
+                .iter()
+                .position(|u| u.name == model.upstream)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                    ConfigError::validation(
+                        format!("models[{i}].upstream"),
+                        format!(
+                            "unknown upstream {:?}; defined upstreams: {known:?}",
+                            model.upstream
+                        ),
+                    )
+                })?;
+            if model.name == WILDCARD_MODEL && model.upstream_model.is_some() {
+                return Err(ConfigError::validation(
+                    format!("models[{i}].upstream_model"),
+                    "the wildcard model forwards names unchanged; remove upstream_model",
+                ));
+            }
+            models.push(ModelRoute {
+                name: model.name.clone(),
+                upstream,
+                upstream_model: model.upstream_model.clone(),
+            });
+        }
+
+        Ok(Config {
+            server,
+            upstreams,
+            models,
+        })
+    }
+
+    /// The configuration used when sluice starts without a file: listen on
+    /// 127.0.0.1:8080; when `OPENAI_API_KEY` is set, forward every model name
+    /// to `OPENAI_BASE_URL` (default `https://api.openai.com/v1`), exactly as
+    /// the OpenAI SDK reads those variables.
+    pub fn embedded_defaults(
+        lookup_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut raw = RawConfig::default();
+        if let Some(key) = lookup_env("OPENAI_API_KEY").filter(|k| !k.is_empty()) {
+            let base_url = lookup_env("OPENAI_BASE_URL")
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| "https://api.openai.com/v1".to_string());
+            raw.upstreams.insert(
+                "openai".to_string(),
+                serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(
+                    [
+                        ("base_url".into(), base_url.into()),
+                        ("api_key".into(), key.into()),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ))
+                .map_err(|e| ConfigError::validation("OPENAI_BASE_URL", e.to_string()))?,
+            );
+            raw.models.push(crate::raw::RawModel {
+                name: WILDCARD_MODEL.to_string(),
+                upstream: "openai".to_string(),
+                upstream_model: None,
+            });
+        }
+        Config::from_raw(raw).map_err(|e| match e {
+            ConfigError::Validation { message, .. } => {
+                ConfigError::validation("OPENAI_BASE_URL", message)
+            }
+            other => other,
+        })
+    }
+
+    /// The concrete (non-wildcard) model names, in file order: what
+    /// `GET /v1/models` lists.
+    pub fn listed_models(&self) -> impl Iterator<Item = &ModelRoute> {
+        self.models.iter().filter(|m| m.name != WILDCARD_MODEL)
+    }
+}

@@ -1,0 +1,170 @@
+//! Loading whole documents: the checked-in example, defaults, and every
+//! class of error `sluice check-config` must explain.
+
+use sluice_config::{load_file, load_str, Config, ConfigError, UpstreamBaseUrl};
+use std::collections::HashMap;
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+fn error_of(yaml: &str) -> String {
+    load_str(yaml, &env_of(&[("KEY", "sk-test")]))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn example_config_in_repo_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sluice.example.yaml");
+    // The example references ${OPENAI_API_KEY:-...} defaults, so it loads with no env set.
+    let config = load_file(&path).unwrap();
+    assert!(!config.upstreams.is_empty());
+    assert!(config.listed_models().count() >= 2);
+}
+
+#[test]
+fn empty_document_is_all_defaults() {
+    let config = load_str("", &env_of(&[])).unwrap();
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.server.max_body_bytes, 16 * 1024 * 1024);
+    assert!(config.models.is_empty());
+}
+
+#[test]
+fn full_document_is_validated() {
+    let yaml = r#"
+server:
+  listen: 0.0.0.0:9000
+  max_body_bytes: 1024
+upstreams:
+  local:
+    base_url: http://127.0.0.1:8000/v1/
+    api_key: ${KEY}
+    headers: {X-Team: research}
+models:
+  - name: fast
+    upstream: local
+    upstream_model: llama-3-8b
+  - name: "*"
+    upstream: local
+"#;
+    let config = load_str(yaml, &env_of(&[("KEY", "sk-test")])).unwrap();
+    let up = &config.upstreams[0];
+    assert_eq!(up.api_key.as_ref().unwrap().expose(), "sk-test");
+    assert_eq!(up.base_url.path_prefix, "/v1");
+    assert_eq!(
+        up.headers,
+        vec![("x-team".to_string(), "research".to_string())]
+    );
+    assert_eq!(
+        config.models[0].upstream_model.as_deref(),
+        Some("llama-3-8b")
+    );
+    assert_eq!(config.listed_models().count(), 1);
+    // Secrets never print, even through the whole config's Debug.
+    assert!(!format!("{config:?}").contains("sk-test"));
+}
+
+#[test]
+fn unknown_key_names_its_path() {
+    let err = error_of("upstreams:\n  a:\n    base_url: http://x\n    api_kee: foo\n");
+    assert!(
+        err.starts_with("upstreams.a.api_kee: unknown field `api_kee`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_type_names_its_path() {
+    let err = error_of("server:\n  max_body_bytes: lots\n");
+    assert!(
+        err.starts_with("server.max_body_bytes: invalid type"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_required_key_names_its_path() {
+    let err = error_of("upstreams:\n  a: {}\n");
+    assert!(
+        err.contains("upstreams.a") && err.contains("base_url"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_env_var_names_path_and_variable() {
+    let err = error_of("upstreams:\n  a:\n    base_url: http://x\n    api_key: ${NOT_SET}\n");
+    assert_eq!(
+        err,
+        "upstreams.a.api_key: environment variable NOT_SET is not set (referenced as ${NOT_SET})"
+    );
+}
+
+#[test]
+fn duplicate_model_name_is_refused() {
+    let err = error_of(
+        "upstreams:\n  a: {base_url: 'http://x'}\nmodels:\n  - {name: m, upstream: a}\n  - {name: m, upstream: a}\n",
+    );
+    assert_eq!(
+        err,
+        "models[1].name: duplicate model name \"m\" (first defined at models[0])"
+    );
+}
+
+#[test]
+fn unknown_upstream_reference_is_refused() {
+    let err =
+        error_of("upstreams:\n  a: {base_url: 'http://x'}\nmodels:\n  - {name: m, upstream: b}\n");
+    assert!(
+        err.starts_with("models[0].upstream: unknown upstream \"b\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_listen_address_and_url_are_refused() {
+    assert!(error_of("server: {listen: 'localhost'}").starts_with("server.listen: "));
+    let err = error_of("upstreams:\n  a: {base_url: 'ftp://x'}\n");
+    assert!(
+        err.starts_with("upstreams.a.base_url: scheme must be http or https"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_yaml_is_a_syntax_error() {
+    let err = load_str("server: [", &env_of(&[])).unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax(_)));
+}
+
+#[test]
+fn embedded_defaults_follow_openai_sdk_variables() {
+    let none = Config::embedded_defaults(&env_of(&[])).unwrap();
+    assert!(none.models.is_empty());
+
+    let with_key = Config::embedded_defaults(&env_of(&[("OPENAI_API_KEY", "sk-x")])).unwrap();
+    assert_eq!(with_key.upstreams[0].base_url.host, "api.openai.com");
+    assert!(with_key.upstreams[0].base_url.tls);
+    assert_eq!(with_key.models[0].name, "*");
+
+    let with_base = Config::embedded_defaults(&env_of(&[
+        ("OPENAI_API_KEY", "sk-x"),
+        ("OPENAI_BASE_URL", "http://127.0.0.1:9999/v1"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        with_base.upstreams[0].base_url,
+        UpstreamBaseUrl {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: 9999,
+            path_prefix: "/v1".into()
+        }
+    );
+}

@@ -1,0 +1,79 @@
+//! Command-line interface.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// sluice — an LLM gateway that speaks the OpenAI API.
+///
+/// With no subcommand, `sluice` runs `serve`: with no config file it listens
+/// on 127.0.0.1:8080 and, when OPENAI_API_KEY is set, forwards every model to
+/// OPENAI_BASE_URL (default https://api.openai.com/v1).
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; `serve` when left out.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options for the default `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve(ServeArgs),
+    /// Validate a config file; exit 0 if it loads, 1 with the key path of the problem if not.
+    CheckConfig {
+        /// The YAML file to check.
+        path: PathBuf,
+    },
+}
+
+/// Options of `sluice serve`.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// YAML config file; without one, embedded defaults are used.
+    #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, overriding `server.listen` (e.g. 0.0.0.0:8080).
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Log line format, overriding `server.log_format`. Filter with RUST_LOG.
+    #[arg(long, value_enum, env = "SLUICE_LOG_FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+    /// Worker threads, overriding `server.threads`.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bare_invocation_means_serve() {
+        let cli = Cli::parse_from(["sluice", "--listen", "127.0.0.1:9"]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.listen.unwrap().port(), 9);
+        let cli = Cli::parse_from(["sluice", "check-config", "x.yaml"]);
+        assert!(matches!(cli.command, Some(Command::CheckConfig { .. })));
+    }
+}

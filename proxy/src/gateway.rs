@@ -1,0 +1,383 @@
+//! The gateway: one pingora HTTP application serving the OpenAI API.
+//!
+//! Why `HttpServerApp` and not pingora's `ProxyHttp`: `ProxyHttp` picks the
+//! upstream (`upstream_peer`) before the request body is read, but an OpenAI
+//! request names its model — and so its upstream — inside the JSON body.
+//! Reading the body early only works for bodies under pingora's 64 KiB retry
+//! buffer (pingora issue #780), and long prompts are larger. So sluice reads
+//! the body itself, decides, and forwards through pingora's own connector and
+//! pool ([`crate::forward`]); this also skips the proxy's duplex task channels
+//! on the hot path.
+
+use crate::error::GatewayError;
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamPool;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use sluice_config::Config;
+use sluice_filters::RequestId;
+use sluice_providers::{Endpoint, Router};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// What a request asked for, decided from its method and path alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RouteKind {
+    /// An OpenAI endpoint forwarded upstream.
+    Forward(Endpoint),
+    /// `GET /v1/models`.
+    Models,
+    /// `GET /health` and `/health/live`.
+    Live,
+    /// `GET /health/ready`.
+    Ready,
+    /// `GET /metrics`.
+    Metrics,
+    /// Anything else.
+    Unknown,
+}
+
+impl RouteKind {
+    fn classify(method: &http::Method, path: &str) -> Self {
+        let path = path.split('?').next().unwrap_or(path);
+        if method == http::Method::POST {
+            return Endpoint::from_path(path).map_or(RouteKind::Unknown, RouteKind::Forward);
+        }
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return RouteKind::Unknown;
+        }
+        match path.strip_suffix('/').unwrap_or(path) {
+            "/v1/models" => RouteKind::Models,
+            "/health" | "/health/live" => RouteKind::Live,
+            "/health/ready" => RouteKind::Ready,
+            "/metrics" => RouteKind::Metrics,
+            _ => RouteKind::Unknown,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            RouteKind::Forward(e) => e.label(),
+            RouteKind::Models => "models",
+            RouteKind::Live => "health",
+            RouteKind::Ready => "ready",
+            RouteKind::Metrics => "metrics",
+            RouteKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// Per-request state, filled in as the request moves along.
+pub struct RequestCtx {
+    /// The id echoed to the client and sent upstream.
+    pub request_id: RequestId,
+    /// When the request headers were read.
+    pub started: Instant,
+    /// Model label for metrics: a configured name, `*`, or `-` when unknown.
+    pub model_label: String,
+    /// The status sent to the client.
+    pub status: u16,
+}
+
+/// The sluice HTTP application; one instance serves every connection.
+pub struct Gateway {
+    /// Model name to upstream.
+    pub(crate) router: Router,
+    /// Connections to upstreams, one peer per router target.
+    pub(crate) upstreams: UpstreamPool,
+    /// Largest accepted request body.
+    pub(crate) max_body_bytes: usize,
+    /// Every metric.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Set once the server is up; read by `/health/ready`.
+    ready: Arc<AtomicBool>,
+    /// `GET /v1/models`, rendered once from config.
+    models_body: Bytes,
+    /// h2c on, for pingora.
+    server_options: HttpServerOptions,
+}
+
+impl Gateway {
+    /// Builds the gateway for a validated config.
+    pub fn new(config: &Config, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Self {
+        let router = Router::new(config);
+        let upstreams = UpstreamPool::new(router.targets());
+        let models_body = render_models(router.listed_models());
+        let mut server_options = HttpServerOptions::default();
+        server_options.h2c = true;
+        Gateway {
+            router,
+            upstreams,
+            max_body_bytes: config.server.max_body_bytes,
+            metrics,
+            ready,
+            models_body,
+            server_options,
+        }
+    }
+
+    async fn serve(&self, session: &mut ServerSession, route: RouteKind, ctx: &mut RequestCtx) {
+        let result = match route {
+            RouteKind::Forward(endpoint) => self.forward(session, endpoint, ctx).await,
+            RouteKind::Models => {
+                self.respond(
+                    session,
+                    ctx,
+                    200,
+                    "application/json",
+                    self.models_body.clone(),
+                )
+                .await;
+                Ok(())
+            }
+            RouteKind::Live => {
+                self.respond(
+                    session,
+                    ctx,
+                    200,
+                    "application/json",
+                    Bytes::from_static(b"{\"status\":\"ok\"}"),
+                )
+                .await;
+                Ok(())
+            }
+            RouteKind::Ready => {
+                let (status, body) = if self.ready.load(Ordering::Acquire) {
+                    (200, &b"{\"status\":\"ready\"}"[..])
+                } else {
+                    (503, &b"{\"status\":\"starting\"}"[..])
+                };
+                self.respond(
+                    session,
+                    ctx,
+                    status,
+                    "application/json",
+                    Bytes::from_static(body),
+                )
+                .await;
+                Ok(())
+            }
+            RouteKind::Metrics => {
+                match self.metrics.render() {
+                    Ok(text) => {
+                        self.respond(session, ctx, 200, "text/plain; version=0.0.4", text.into())
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot render metrics");
+                        self.respond(
+                            session,
+                            ctx,
+                            500,
+                            "text/plain",
+                            Bytes::from_static(b"metrics unavailable"),
+                        )
+                        .await
+                    }
+                }
+                Ok(())
+            }
+            RouteKind::Unknown => Err(GatewayError::UnknownRoute {
+                method: session.req_header().method.to_string(),
+                path: session.req_header().uri.path().to_string(),
+            }),
+        };
+        if let Err(error) = result {
+            if error.status() >= 500 {
+                tracing::warn!(error = %error, kind = error.kind(), "request failed");
+            } else {
+                tracing::debug!(error = %error, kind = error.kind(), "request refused");
+            }
+            if !matches!(route, RouteKind::Forward(_)) || session.response_written().is_none() {
+                self.respond(
+                    session,
+                    ctx,
+                    error.status(),
+                    "application/json",
+                    error.body(),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Sends a complete response with a known length.
+    pub(crate) async fn respond(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+        status: u16,
+        content_type: &'static str,
+        body: Bytes,
+    ) {
+        ctx.status = status;
+        let header = match self.response_header(ctx, status) {
+            Ok(mut h) => {
+                let _ = h.insert_header("content-type", content_type);
+                let _ = h.insert_header("content-length", body.len());
+                h
+            }
+            Err(_) => return,
+        };
+        if session
+            .write_response_header(Box::new(header))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = session.write_response_body(body, true).await;
+    }
+
+    /// A response header with sluice's own headers on it.
+    pub(crate) fn response_header(
+        &self,
+        ctx: &RequestCtx,
+        status: u16,
+    ) -> pingora::Result<ResponseHeader> {
+        let mut header = ResponseHeader::build(status, Some(4))?;
+        header.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(header)
+    }
+
+    fn observe(&self, route: RouteKind, ctx: &RequestCtx) {
+        let status = status_label(ctx.status);
+        let labels = [route.label(), ctx.model_label.as_str(), status];
+        self.metrics.requests.with_label_values(&labels).inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&labels)
+            .observe(ctx.started.elapsed().as_secs_f64());
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for Gateway {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            // The client closed an idle keep-alive connection, or sent garbage.
+            Ok(false) | Err(_) => return None,
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        let header = session.req_header();
+        let route = RouteKind::classify(&header.method, header.uri.path());
+        let mut ctx = RequestCtx {
+            request_id: RequestId::accept_or_mint(
+                session.get_header("x-request-id").map(|v| v.as_bytes()),
+            ),
+            started: Instant::now(),
+            model_label: "-".to_string(),
+            status: 0,
+        };
+        let span = tracing::info_span!(
+            "request",
+            request_id = %ctx.request_id,
+            route = route.label(),
+            model = tracing::field::Empty,
+            upstream = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        let in_flight = self.metrics.in_flight.with_label_values(&[route.label()]);
+        in_flight.inc();
+        self.serve(&mut session, route, &mut ctx)
+            .instrument(span.clone())
+            .await;
+        in_flight.dec();
+        span.record("status", ctx.status);
+        self.observe(route, &ctx);
+
+        let persistent = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, persistent)),
+            _ => None,
+        }
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.server_options)
+    }
+}
+
+/// Status as a label without allocating for the common codes.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "0",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+fn render_models(names: &[String]) -> Bytes {
+    let data: Vec<serde_json::Value> = names
+        .iter()
+        .map(|name| {
+            serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "sluice"})
+        })
+        .collect();
+    Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_routes() {
+        use http::Method;
+        assert_eq!(
+            RouteKind::classify(&Method::POST, "/v1/chat/completions"),
+            RouteKind::Forward(Endpoint::ChatCompletions)
+        );
+        assert_eq!(
+            RouteKind::classify(&Method::GET, "/v1/chat/completions"),
+            RouteKind::Unknown
+        );
+        assert_eq!(
+            RouteKind::classify(&Method::GET, "/v1/models/"),
+            RouteKind::Models
+        );
+        assert_eq!(
+            RouteKind::classify(&Method::GET, "/health/ready?x"),
+            RouteKind::Ready
+        );
+        assert_eq!(
+            RouteKind::classify(&Method::DELETE, "/health"),
+            RouteKind::Unknown
+        );
+    }
+
+    #[test]
+    fn models_list_has_openai_shape() {
+        let body = render_models(&["a".into(), "b".into()]);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["object"], "list");
+        assert_eq!(v["data"][1]["id"], "b");
+        assert_eq!(v["data"][0]["object"], "model");
+    }
+}

@@ -1,0 +1,96 @@
+//! Prometheus metrics: one registry, every series named `sluice_*`, labels
+//! kept low-cardinality (model names only from config, `*` for the wildcard).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Seconds; LLM calls span milliseconds (embeddings) to minutes (long completions).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0,
+];
+
+/// Every metric sluice exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests finished, by route, model and status.
+    pub requests: IntCounterVec,
+    /// Whole-request latency, by route, model and status.
+    pub request_duration: HistogramVec,
+    /// Requests being served now, by route.
+    pub in_flight: IntGaugeVec,
+    /// Upstream failures, by upstream and kind.
+    pub upstream_errors: IntCounterVec,
+    /// Time from sending a request upstream to its response headers, by upstream.
+    pub upstream_first_byte: HistogramVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("sluice_requests_total", "Requests finished."),
+            &["route", "model", "status"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_request_duration_seconds",
+                "Time from request headers to the last response byte.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "model", "status"],
+        )?;
+        let in_flight = IntGaugeVec::new(
+            Opts::new("sluice_requests_in_flight", "Requests being served now."),
+            &["route"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "sluice_upstream_errors_total",
+                "Upstream calls that failed, by failure kind.",
+            ),
+            &["upstream", "kind"],
+        )?;
+        let upstream_first_byte = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_upstream_first_byte_seconds",
+                "Time from sending a request upstream to its response headers.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "sluice_build_info",
+                "Always 1; labels say which build runs.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(upstream_first_byte.clone()))?;
+        registry.register(Box::new(build_info))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            request_duration,
+            in_flight,
+            upstream_errors,
+            upstream_first_byte,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,63 @@
+//! Assembling and running the pingora server.
+
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use sluice_config::Config;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Metrics could not be registered (a duplicate name: a bug).
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Flips readiness on once pingora runs its services, and off again when
+/// shutdown begins, so load balancers stop sending before the listener closes.
+struct Readiness(Arc<AtomicBool>);
+
+#[async_trait]
+impl BackgroundService for Readiness {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.0.store(true, Ordering::Release);
+        tracing::info!("sluice is ready");
+        let _ = shutdown.changed().await;
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Runs sluice with `config` until SIGTERM (graceful) or SIGINT (fast).
+pub fn run(config: Config) -> Result<(), StartupError> {
+    let metrics = Arc::new(Metrics::new()?);
+    let ready = Arc::new(AtomicBool::new(false));
+    let gateway = Gateway::new(&config, metrics, ready.clone());
+
+    let mut conf = ServerConf::default();
+    conf.threads = config.server.threads;
+    conf.grace_period_seconds = Some(config.server.grace_period.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(config.server.grace_period.as_secs().max(1));
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut service = Service::new("sluice".to_string(), gateway);
+    service.add_tcp(&config.server.listen.to_string());
+    server.add_service(service);
+    server.add_service(background_service("readiness", Readiness(ready)));
+
+    tracing::info!(
+        listen = %config.server.listen,
+        threads = config.server.threads,
+        upstreams = config.upstreams.len(),
+        models = config.models.len(),
+        "starting sluice"
+    );
+    server.run(RunArgs::default());
+    Ok(())
+}

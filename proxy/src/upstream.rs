@@ -1,0 +1,85 @@
+//! Upstream connections: one pingora peer per configured upstream, resolved
+//! on first use, and one shared keep-alive pool.
+
+use crate::error::GatewayError;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::upstreams::peer::HttpPeer;
+use sluice_providers::UpstreamTarget;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// Idle upstream connections kept for reuse, across all upstreams.
+const KEEPALIVE_POOL_SIZE: usize = 1024;
+/// How long an idle pooled upstream connection is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A configured upstream's peer, resolved lazily so that sluice starts (and
+/// answers health probes) even while an upstream's DNS is failing.
+struct LazyPeer {
+    name: String,
+    authority: String,
+    tls: bool,
+    sni: String,
+    connect_timeout: Duration,
+    resolved: OnceCell<HttpPeer>,
+}
+
+/// Peers and the shared connection pool.
+pub struct UpstreamPool {
+    /// pingora's HTTP connector; its pool reuses connections per peer.
+    pub connector: Connector,
+    peers: Vec<LazyPeer>,
+}
+
+impl UpstreamPool {
+    /// One lazy peer per router target, in the same order.
+    pub fn new(targets: &[UpstreamTarget]) -> Self {
+        let peers = targets
+            .iter()
+            .map(|t| LazyPeer {
+                name: t.settings.name.clone(),
+                authority: t.settings.base_url.authority(),
+                tls: t.settings.base_url.tls,
+                sni: t.settings.base_url.host.clone(),
+                connect_timeout: t.settings.connect_timeout,
+                resolved: OnceCell::new(),
+            })
+            .collect();
+        UpstreamPool {
+            connector: Connector::new(Some(ConnectorOptions::new(KEEPALIVE_POOL_SIZE))),
+            peers,
+        }
+    }
+
+    /// The peer for target `index`, resolving its address on first use.
+    pub async fn peer(&self, index: usize) -> Result<&HttpPeer, GatewayError> {
+        let lazy = self
+            .peers
+            .get(index)
+            .ok_or(GatewayError::UpstreamUnavailable {
+                upstream: "-".to_string(),
+                cause: "no such upstream",
+            })?;
+        lazy.resolved
+            .get_or_try_init(|| async {
+                let addr = tokio::net::lookup_host(lazy.authority.as_str())
+                    .await
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(|| {
+                        tracing::warn!(upstream = %lazy.name, authority = %lazy.authority, "cannot resolve upstream address");
+                        GatewayError::UpstreamUnavailable {
+                            upstream: lazy.name.clone(),
+                            cause: "address could not be resolved",
+                        }
+                    })?;
+                let mut peer = HttpPeer::new(addr, lazy.tls, lazy.sni.clone());
+                peer.options.connection_timeout = Some(lazy.connect_timeout);
+                peer.options.total_connection_timeout = Some(lazy.connect_timeout);
+                peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+                Ok(peer)
+            })
+            .await
+    }
+}
