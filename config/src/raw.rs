@@ -38,7 +38,7 @@ pub struct RawServer {
     /// Default 16777216 (16 MiB).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    /// Seconds to keep serving in-flight requests after SIGTERM. Default 10.
+    /// Seconds to keep serving in-flight requests after SIGTERM. Default 5.
     #[serde(default = "default_grace_period_s")]
     pub grace_period_s: u64,
     /// Log line format: `text` or `json`. Default `text`; `--log-format` overrides it.
@@ -130,7 +130,7 @@ fn default_max_body_bytes() -> usize {
     16 * 1024 * 1024
 }
 fn default_grace_period_s() -> u64 {
-    10
+    5
 }
 fn default_connect_timeout_ms() -> u64 {
     5_000

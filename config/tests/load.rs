@@ -1,6 +1,8 @@
 //! Loading whole documents: the checked-in example, defaults, and every
 //! class of error `sluice check-config` must explain.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use sluice_config::{load_file, load_str, Config, ConfigError, UpstreamBaseUrl};
 use std::collections::HashMap;
 

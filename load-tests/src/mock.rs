@@ -73,6 +73,7 @@ pub struct MockStats {
     requests: AtomicU64,
     connections_opened: AtomicU64,
     connections_closed: AtomicU64,
+    pub(crate) streams_finished: AtomicU64,
     last_request: Mutex<Option<RecordedRequest>>,
 }
 
@@ -90,6 +91,13 @@ impl MockStats {
     /// TCP connections that have ended so far.
     pub fn connections_closed(&self) -> u64 {
         self.connections_closed.load(Ordering::SeqCst)
+    }
+
+    /// Streamed replies whose last event (`[DONE]`) has been handed to the
+    /// server: a client that holds an early chunk while this is still 0 proves
+    /// nothing between it and the mock buffered the stream.
+    pub fn streams_finished(&self) -> u64 {
+        self.streams_finished.load(Ordering::SeqCst)
     }
 
     /// The most recent request, when recording is on.
@@ -230,8 +238,8 @@ async fn handle(
         return Ok(json(code, mock_body::error_body(code)));
     }
     let reply = match (method.as_str(), path.as_str()) {
-        ("POST", "/v1/chat/completions") => mock_body::chat(&body, plan),
-        ("POST", "/v1/completions") => mock_body::completion(&body, plan),
+        ("POST", "/v1/chat/completions") => mock_body::chat(&body, plan, stats.clone()),
+        ("POST", "/v1/completions") => mock_body::completion(&body, plan, stats.clone()),
         ("POST", "/v1/embeddings") => mock_body::embeddings(&body),
         ("GET", "/v1/models") => Reply::Json(mock_body::models()),
         _ => return Ok(plain(StatusCode::NOT_FOUND, "mock: no such route")),

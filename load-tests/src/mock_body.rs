@@ -1,11 +1,13 @@
 //! The mock's response bodies, in OpenAI's exact wire format.
 
+use crate::MockStats;
 use bytes::Bytes;
 use futures_util::Stream;
 use hyper::body::Frame;
 use serde_json::{json, Value};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A reply the mock sends.
@@ -92,7 +94,7 @@ fn parse(body: &[u8]) -> Result<Parsed, Reply> {
 }
 
 /// `POST /v1/chat/completions`.
-pub(crate) fn chat(body: &[u8], plan: StreamPlan) -> Reply {
+pub(crate) fn chat(body: &[u8], plan: StreamPlan, stats: Arc<MockStats>) -> Reply {
     let req = match parse(body) {
         Ok(r) => r,
         Err(reply) => return reply,
@@ -141,11 +143,11 @@ pub(crate) fn chat(body: &[u8], plan: StreamPlan) -> Reply {
                                "total_tokens": prompt + plan.chunks as u64});
         events.push(last);
     }
-    Reply::Sse(sse(events, plan))
+    Reply::Sse(sse(events, plan, stats))
 }
 
 /// `POST /v1/completions`.
-pub(crate) fn completion(body: &[u8], plan: StreamPlan) -> Reply {
+pub(crate) fn completion(body: &[u8], plan: StreamPlan, stats: Arc<MockStats>) -> Reply {
     let req = match parse(body) {
         Ok(r) => r,
         Err(reply) => return reply,
@@ -167,7 +169,7 @@ pub(crate) fn completion(body: &[u8], plan: StreamPlan) -> Reply {
         .map(|i| choice(content_piece(i), Value::Null))
         .collect();
     events.push(choice(String::new(), json!("stop")));
-    Reply::Sse(sse(events, plan))
+    Reply::Sse(sse(events, plan, stats))
 }
 
 /// `POST /v1/embeddings`: an 8-dimensional vector per input, derived from its text.
@@ -213,7 +215,7 @@ pub(crate) fn models() -> Bytes {
 
 /// Frames `events` as SSE (`data: ...\n\n`), then `data: [DONE]`, one frame
 /// per event, each after `plan.chunk_delay`; aborts if the plan says so.
-fn sse(events: Vec<Value>, plan: StreamPlan) -> SseStream {
+fn sse(events: Vec<Value>, plan: StreamPlan, stats: Arc<MockStats>) -> SseStream {
     let mut frames: Vec<Bytes> = events
         .iter()
         .map(|e| Bytes::from(format!("data: {e}\n\n")))
@@ -224,24 +226,28 @@ fn sse(events: Vec<Value>, plan: StreamPlan) -> SseStream {
     let state = (frames.into_iter(), 0usize);
     Box::pin(futures_util::stream::unfold(
         state,
-        move |(mut frames, sent)| async move {
-            if abort_at == Some(sent) {
-                return Some((
-                    Err(std::io::Error::new(
+        move |(mut frames, sent)| {
+            let stats = stats.clone();
+            async move {
+                if !plan.chunk_delay.is_zero() && sent != usize::MAX {
+                    tokio::time::sleep(plan.chunk_delay).await;
+                }
+                if abort_at == Some(sent) {
+                    let reset = std::io::Error::new(
                         std::io::ErrorKind::ConnectionReset,
                         "mock: aborted mid-stream",
-                    )),
-                    (Vec::new().into_iter(), usize::MAX),
-                ));
+                    );
+                    return Some((Err(reset), (Vec::new().into_iter(), usize::MAX)));
+                }
+                if sent == usize::MAX {
+                    return None;
+                }
+                let frame = frames.next()?;
+                if frames.len() == 0 {
+                    stats.streams_finished.fetch_add(1, Ordering::SeqCst);
+                }
+                Some((Ok(Frame::data(frame)), (frames, sent + 1)))
             }
-            if sent == usize::MAX {
-                return None;
-            }
-            let frame = frames.next()?;
-            if !plan.chunk_delay.is_zero() {
-                tokio::time::sleep(plan.chunk_delay).await;
-            }
-            Some((Ok(Frame::data(frame)), (frames, sent + 1)))
         },
     ))
 }

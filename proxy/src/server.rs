@@ -39,10 +39,12 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     let ready = Arc::new(AtomicBool::new(false));
     let gateway = Gateway::new(&config, metrics, ready.clone());
 
-    let mut conf = ServerConf::default();
-    conf.threads = config.server.threads;
-    conf.grace_period_seconds = Some(config.server.grace_period.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(config.server.grace_period.as_secs().max(1));
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.grace_period.as_secs().max(1)),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
