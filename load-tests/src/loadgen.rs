@@ -37,6 +37,9 @@ pub struct LoadReport {
     pub ok: u64,
     /// Failed requests (transport errors or non-2xx) in the measured window.
     pub errors: u64,
+    /// Successful requests over the whole run, warm-up included: the
+    /// denominator for CPU time sampled around the whole run.
+    pub all_ok: u64,
     /// Length of the measured window.
     pub elapsed: Duration,
     /// Full request latency, microseconds.
@@ -71,10 +74,31 @@ fn empty_report(elapsed: Duration) -> std::io::Result<LoadReport> {
     Ok(LoadReport {
         ok: 0,
         errors: 0,
+        all_ok: 0,
         elapsed,
         latency_us: histogram()?,
         first_byte_us: histogram()?,
     })
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
+pub fn process_cpu_time(pid: u32) -> std::io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall, in clock ticks (100 per second on Linux).
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> std::io::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))
+    };
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_millis(total * 10))
 }
 
 /// Runs `spec` and returns its report.
@@ -94,6 +118,7 @@ pub async fn run(spec: &LoadSpec) -> std::io::Result<LoadReport> {
         let part = task.await.map_err(std::io::Error::other)??;
         report.ok += part.ok;
         report.errors += part.errors;
+        report.all_ok += part.all_ok;
         report
             .latency_us
             .add(&part.latency_us)
@@ -154,6 +179,9 @@ async fn connection_loop(
         let sent = Instant::now();
         let outcome = exchange(&mut sender, request, sent).await;
         let done = Instant::now();
+        if outcome.is_ok() {
+            part.all_ok += 1;
+        }
         if sent < measure_from || done > stop_at {
             if outcome.is_err() {
                 sender = connect(&spec.url).await?;

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use clap::Parser;
-use sluice_load_tests::loadgen::{run, LoadSpec};
+use sluice_load_tests::loadgen::{process_cpu_time, run, LoadSpec};
 use std::io::Write;
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ struct Args {
     /// Warm-up seconds per target.
     #[arg(long, default_value_t = 2)]
     warmup_s: u64,
+    /// `name=PID`: report that process's CPU time per request for target `name`.
+    #[arg(long = "cpu-pid")]
+    cpu_pids: Vec<String>,
     /// Client worker threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -48,9 +51,9 @@ fn main() -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "| target | req/s | ratio | p50 ms | p90 ms | p99 ms | p99.9 ms | TTFB p50 ms | errors |"
+        "| target | req/s | ratio | p50 ms | p90 ms | p99 ms | p99.9 ms | TTFB p50 ms | CPU µs/req | errors |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|")?;
     let mut baseline: Option<(f64, f64, f64)> = None;
     let mut added = Vec::new();
     for target in &args.targets {
@@ -65,7 +68,21 @@ fn main() -> std::io::Result<()> {
             duration: Duration::from_secs(args.duration_s),
             warmup: Duration::from_secs(args.warmup_s),
         };
+        let pid = args
+            .cpu_pids
+            .iter()
+            .filter_map(|p| p.split_once('='))
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        let cpu_before = pid.map(process_cpu_time).transpose()?;
         let report = runtime.block_on(run(&spec))?;
+        let cpu_per_request = match (pid, cpu_before) {
+            (Some(pid), Some(before)) => {
+                let used = process_cpu_time(pid)?.saturating_sub(before);
+                format!("{:.1}", used.as_secs_f64() * 1e6 / report.all_ok.max(1) as f64)
+            }
+            _ => "-".to_string(),
+        };
         let rps = report.requests_per_s();
         let (p50, p99) = (report.latency_ms(0.5), report.latency_ms(0.99));
         let ratio = baseline.map_or(1.0, |(b, _, _)| rps / b);
@@ -81,7 +98,7 @@ fn main() -> std::io::Result<()> {
         }
         writeln!(
             out,
-            "| {name} | {rps:.0} | {ratio:.2} | {p50:.3} | {:.3} | {p99:.3} | {:.3} | {:.3} | {} |",
+            "| {name} | {rps:.0} | {ratio:.2} | {p50:.3} | {:.3} | {p99:.3} | {:.3} | {:.3} | {cpu_per_request} | {} |",
             report.latency_ms(0.9),
             report.latency_ms(0.999),
             report.first_byte_ms(0.5),
