@@ -79,7 +79,10 @@ fn main() -> std::io::Result<()> {
         let cpu_per_request = match (pid, cpu_before) {
             (Some(pid), Some(before)) => {
                 let used = process_cpu_time(pid)?.saturating_sub(before);
-                format!("{:.1}", used.as_secs_f64() * 1e6 / report.all_ok.max(1) as f64)
+                format!(
+                    "{:.1}",
+                    used.as_secs_f64() * 1e6 / report.all_ok.max(1) as f64
+                )
             }
             _ => "-".to_string(),
         };
