@@ -7,12 +7,17 @@
 //! (`models[2].target.upstream: ...`). [`Config::embedded_defaults`] builds the
 //! configuration sluice runs with when no file is given.
 
+mod access;
 mod env;
 mod error;
 pub mod raw;
+mod raw_access;
 mod secret;
 mod validated;
 
+pub use access::{
+    AccessSettings, Budget, BudgetPeriod, KeySettings, Limits, Priority, TenantSettings,
+};
 pub use error::ConfigError;
 pub use secret::Secret;
 pub use validated::{

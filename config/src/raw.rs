@@ -4,6 +4,9 @@
 //! into validated settings. Unknown keys are refused everywhere so that a typo
 //! is an error, not a silently ignored line.
 
+pub use crate::raw_access::{
+    RawAuth, RawBudget, RawBudgets, RawKey, RawLimits, RawQuotas, RawTenant, RawTenants,
+};
 use crate::Secret;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -21,6 +24,18 @@ pub struct RawConfig {
     /// The model names clients may ask for, and where each goes. Default: none.
     #[serde(default)]
     pub models: Vec<RawModel>,
+    /// Admin key and whether clients need a key. Default: see [`RawAuth`].
+    #[serde(default)]
+    pub auth: RawAuth,
+    /// Tenants, their keys, limits and budgets. Default: none.
+    #[serde(default)]
+    pub tenants: RawTenants,
+    /// Where limit state lives. Default: this node only.
+    #[serde(default)]
+    pub quotas: RawQuotas,
+    /// Budget periods and alerts. Default: UTC, no webhook.
+    #[serde(default)]
+    pub budgets: RawBudgets,
 }
 
 /// `server:` — how sluice listens and what it accepts.

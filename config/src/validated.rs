@@ -19,6 +19,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamSettings>,
     /// Client-visible models, in file order (the wildcard, if any, included).
     pub models: Vec<ModelRoute>,
+    /// Tenants, keys, limits, budgets, admin key.
+    pub access: crate::AccessSettings,
 }
 
 /// `server:` after validation.
@@ -275,10 +277,14 @@ impl Config {
             });
         }
 
+        let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+        let access =
+            crate::access::access_settings(raw.auth, raw.tenants, raw.quotas, raw.budgets, &names)?;
         Ok(Config {
             server,
             upstreams,
             models,
+            access,
         })
     }
 

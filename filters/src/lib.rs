@@ -1,11 +1,22 @@
-//! Request filters: the checks every request passes before it is routed.
+//! Request filters: who is calling, may they, and can they afford it.
 //!
-//! Today this holds request identity ([`RequestId`]): honour a caller's
-//! `x-request-id` when it is sane, mint one otherwise. Auth (virtual keys),
-//! quotas, budgets and stream control join here as plain functions over plain
-//! types, so they can be unit-tested and benchmarked without a server; only
-//! `proxy/` wires them into pingora.
+//! Start at [`auth`] ([`Authenticator`]: virtual keys to [`KeyEntry`]), then
+//! [`quota`] ([`LocalQuotas`]: requests, tokens and concurrency per minute
+//! per key and tenant) and [`budget`] ([`LocalBudgets`]: spend reservations
+//! in micro-dollars). [`RequestId`] gives each request its identity. These are
+//! plain types and functions, unit-tested and benchmarked without a server;
+//! only `proxy/` wires them into pingora.
 
+pub mod auth;
+pub mod budget;
+pub mod quota;
 mod request_id;
 
+pub use auth::{AuthError, Authenticator, KeyEntry, KeyHash, KeySource, Priority};
+pub use budget::{
+    period_start, BudgetRejection, BudgetReservation, BudgetSpec, LocalBudgets, Period,
+};
+pub use quota::{
+    Admission, LimitKind, LocalQuotas, QuotaLimits, QuotaRejection, RateLimitStatus, Scope,
+};
 pub use request_id::RequestId;

@@ -18,6 +18,8 @@ pub struct RoutingFields {
     pub model: String,
     /// `"stream": true` asks for server-sent events.
     pub stream: bool,
+    /// `max_completion_tokens`, else `max_tokens`: the most the reply may cost.
+    pub max_tokens: Option<u64>,
     /// Byte range of the model's JSON string (quotes included) in the body.
     model_span: Range<usize>,
 }
@@ -28,6 +30,10 @@ struct Borrowed<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
 }
 
 impl RoutingFields {
@@ -68,6 +74,7 @@ impl RoutingFields {
         Ok(RoutingFields {
             model,
             stream,
+            max_tokens: fields.max_completion_tokens.or(fields.max_tokens),
             model_span,
         })
     }
@@ -103,6 +110,12 @@ mod tests {
         assert!(f.stream);
         let f = RoutingFields::parse(br#"{"model":"m","stream":null}"#).unwrap();
         assert!(!f.stream);
+        assert_eq!(f.max_tokens, None);
+        let f = RoutingFields::parse(br#"{"model":"m","max_tokens":50}"#).unwrap();
+        assert_eq!(f.max_tokens, Some(50));
+        let f = RoutingFields::parse(br#"{"model":"m","max_tokens":50,"max_completion_tokens":9}"#)
+            .unwrap();
+        assert_eq!(f.max_tokens, Some(9));
     }
 
     #[test]

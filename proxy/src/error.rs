@@ -8,7 +8,9 @@
 //! caller, at the boundary.
 
 use bytes::Bytes;
+use sluice_filters::{AuthError, BudgetRejection, LimitKind, QuotaRejection, RateLimitStatus};
 use sluice_providers::ProviderError;
+use std::time::Duration;
 
 /// Why sluice answered with an error.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,15 @@ pub enum GatewayError {
         /// Short, fixed description of the failure class.
         cause: &'static str,
     },
+    /// The caller's key is missing, wrong, expired, disabled, or may not use the model.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A rate limit (requests, tokens, concurrency) refused the request.
+    #[error(transparent)]
+    Quota(#[from] QuotaRejection),
+    /// A hard budget refused the request.
+    #[error(transparent)]
+    Budget(#[from] BudgetRejection),
     /// The upstream did not answer in time.
     #[error("upstream {upstream} timed out: {phase}")]
     UpstreamTimeout {
@@ -60,6 +71,10 @@ impl GatewayError {
             GatewayError::Provider(_) | GatewayError::BodyRead => 400,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::UnknownRoute { .. } => 404,
+            GatewayError::Auth(AuthError::ModelNotAllowed { .. }) => 403,
+            GatewayError::Auth(AuthError::StoreUnavailable) => 503,
+            GatewayError::Auth(_) => 401,
+            GatewayError::Quota(_) | GatewayError::Budget(_) => 429,
             GatewayError::UpstreamUnavailable { .. } => 502,
             GatewayError::UpstreamTimeout { .. } => 504,
         }
@@ -72,14 +87,26 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "body_too_large",
             GatewayError::BodyRead => "body_read",
             GatewayError::UnknownRoute { .. } => "unknown_route",
+            GatewayError::Auth(e) => e.kind(),
+            GatewayError::Quota(q) => match q.limit {
+                LimitKind::Requests => "rate_limit_requests",
+                LimitKind::Tokens => "rate_limit_tokens",
+                LimitKind::Concurrency => "rate_limit_concurrency",
+            },
+            GatewayError::Budget(_) => "budget_exceeded",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
         }
     }
 
     fn openai_type(&self) -> &'static str {
-        match self.status() {
-            500..=599 => "server_error",
+        match self {
+            GatewayError::Quota(q) => match q.limit {
+                LimitKind::Tokens => "tokens",
+                LimitKind::Requests | LimitKind::Concurrency => "requests",
+            },
+            GatewayError::Budget(_) => "insufficient_quota",
+            _ if self.status() >= 500 => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -93,6 +120,11 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => Some("request_too_large"),
             GatewayError::BodyRead => None,
             GatewayError::UnknownRoute { .. } => Some("unknown_url"),
+            GatewayError::Auth(AuthError::ModelNotAllowed { .. }) => Some("model_not_allowed"),
+            GatewayError::Auth(AuthError::StoreUnavailable) => Some("service_unavailable"),
+            GatewayError::Auth(_) => Some("invalid_api_key"),
+            GatewayError::Quota(_) => Some("rate_limit_exceeded"),
+            GatewayError::Budget(_) => Some("insufficient_quota"),
             GatewayError::UpstreamUnavailable { .. } => Some("upstream_unavailable"),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
         }
@@ -104,6 +136,20 @@ impl GatewayError {
             | GatewayError::Provider(ProviderError::MissingModel) => Some("model"),
             GatewayError::Provider(ProviderError::InvalidField { field, .. }) => Some(field),
             _ => None,
+        }
+    }
+
+    /// Headers that go with the error: `retry-after` and OpenAI's
+    /// `x-ratelimit-*` on rate-limit refusals.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            GatewayError::Quota(q) => {
+                let mut h = rate_limit_headers(&q.status);
+                let secs = q.retry_after.as_secs() + u64::from(q.retry_after.subsec_nanos() > 0);
+                h.push(("retry-after", secs.max(1).to_string()));
+                h
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -132,6 +178,39 @@ impl GatewayError {
     }
 }
 
+/// OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
+pub fn rate_limit_headers(status: &RateLimitStatus) -> Vec<(&'static str, String)> {
+    let mut h = Vec::with_capacity(6);
+    if let Some((limit, remaining, reset)) = status.requests {
+        h.push(("x-ratelimit-limit-requests", limit.to_string()));
+        h.push(("x-ratelimit-remaining-requests", remaining.to_string()));
+        h.push(("x-ratelimit-reset-requests", openai_duration(reset)));
+    }
+    if let Some((limit, remaining, reset)) = status.tokens {
+        h.push(("x-ratelimit-limit-tokens", limit.to_string()));
+        h.push(("x-ratelimit-remaining-tokens", remaining.to_string()));
+        h.push(("x-ratelimit-reset-tokens", openai_duration(reset)));
+    }
+    h
+}
+
+/// A duration the way OpenAI writes reset times: `20ms`, `1s`, `6m0s`.
+fn openai_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let s = d.as_secs_f64();
+        if s.fract() < 0.001 {
+            format!("{}s", s as u64)
+        } else {
+            format!("{s:.3}s")
+        }
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +233,14 @@ mod tests {
             (504, Some("server_error"))
         );
         assert!(v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn durations_read_like_openais() {
+        assert_eq!(openai_duration(Duration::from_millis(20)), "20ms");
+        assert_eq!(openai_duration(Duration::from_secs(1)), "1s");
+        assert_eq!(openai_duration(Duration::from_millis(1500)), "1.500s");
+        assert_eq!(openai_duration(Duration::from_secs(360)), "6m0s");
     }
 
     #[test]

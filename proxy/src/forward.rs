@@ -39,12 +39,28 @@ impl Gateway {
         endpoint: Endpoint,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
+        let key = self.access.identify(session).await?;
         let body = read_body(session, self.max_body_bytes).await?;
         let fields = RoutingFields::parse(&body)?;
         let route = self.router.resolve(&fields.model)?;
+        // A rough prompt-token estimate (4 bytes a token) for the reservation;
+        // it is settled on the real usage.
+        let prompt_estimate = body.len() as u64 / 4;
+        let caller = self.access.admit(
+            session,
+            key,
+            &fields.model,
+            prompt_estimate,
+            fields.max_tokens,
+        )?;
         ctx.model_label = route.model_label.to_string();
         let target = &self.router.targets()[route.target];
         let span = tracing::Span::current();
+        if let Some(key) = &caller.key {
+            span.record("tenant", key.tenant.as_str());
+            span.record("key", key.key_id.as_str());
+        }
+        span.record("priority", caller.priority.as_str());
         span.record("model", route.model_label);
         span.record("upstream", target.settings.name.as_str());
 
@@ -70,9 +86,14 @@ impl Gateway {
             .headers
             .get("content-type")
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        let header = self
+        let mut header = self
             .client_response_header(upstream_header, ctx, session.is_http2())
             .map_err(|_| unavailable(target, "invalid response header"))?;
+        if let Some(admission) = &caller.admission {
+            for (name, value) in crate::error::rate_limit_headers(&admission.status) {
+                let _ = header.insert_header(name, value);
+            }
+        }
         ctx.status = header.status.as_u16();
         if session
             .write_response_header(Box::new(header))

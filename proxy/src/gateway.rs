@@ -9,6 +9,7 @@
 //! pool ([`crate::forward`]); this also skips the proxy's duplex task channels
 //! on the hot path.
 
+use crate::access::Access;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamPool;
@@ -89,6 +90,8 @@ pub struct RequestCtx {
 pub struct Gateway {
     /// Model name to upstream.
     pub(crate) router: Router,
+    /// Keys, quotas, budgets.
+    pub(crate) access: Access,
     /// Connections to upstreams, one peer per router target.
     pub(crate) upstreams: UpstreamPool,
     /// Largest accepted request body.
@@ -112,6 +115,7 @@ impl Gateway {
         let mut server_options = HttpServerOptions::default();
         server_options.h2c = true;
         Gateway {
+            access: Access::new(&config.access),
             router,
             upstreams,
             max_body_bytes: config.server.max_body_bytes,
@@ -125,17 +129,7 @@ impl Gateway {
     async fn serve(&self, session: &mut ServerSession, route: RouteKind, ctx: &mut RequestCtx) {
         let result = match route {
             RouteKind::Forward(endpoint) => self.forward(session, endpoint, ctx).await,
-            RouteKind::Models => {
-                self.respond(
-                    session,
-                    ctx,
-                    200,
-                    "application/json",
-                    self.models_body.clone(),
-                )
-                .await;
-                Ok(())
-            }
+            RouteKind::Models => self.models(session, ctx).await,
             RouteKind::Live => {
                 self.respond(
                     session,
@@ -194,15 +188,8 @@ impl Gateway {
             } else {
                 tracing::debug!(error = %error, kind = error.kind(), "request refused");
             }
-            if !matches!(route, RouteKind::Forward(_)) || session.response_written().is_none() {
-                self.respond(
-                    session,
-                    ctx,
-                    error.status(),
-                    "application/json",
-                    error.body(),
-                )
-                .await;
+            if session.response_written().is_none() {
+                self.respond_error(session, ctx, &error).await;
             }
         }
     }
@@ -233,6 +220,57 @@ impl Gateway {
             return;
         }
         let _ = session.write_response_body(body, true).await;
+    }
+
+    /// `GET /v1/models`: every configured model, or the caller key's allowed ones.
+    async fn models(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let key = self.access.identify(session).await?;
+        let body = match key.as_ref().and_then(|k| k.models.as_ref()) {
+            None => self.models_body.clone(),
+            Some(allowed) => {
+                let names: Vec<String> = self
+                    .router
+                    .listed_models()
+                    .iter()
+                    .filter(|m| allowed.contains(m))
+                    .cloned()
+                    .collect();
+                render_models(&names)
+            }
+        };
+        self.respond(session, ctx, 200, "application/json", body)
+            .await;
+        Ok(())
+    }
+
+    /// Sends `error` as OpenAI's error body with its status and headers.
+    pub(crate) async fn respond_error(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+        error: &GatewayError,
+    ) {
+        ctx.status = error.status();
+        let Ok(mut header) = self.response_header(ctx, ctx.status) else {
+            return;
+        };
+        let body = error.body();
+        let _ = header.insert_header("content-type", "application/json");
+        let _ = header.insert_header("content-length", body.len());
+        for (name, value) in error.headers() {
+            let _ = header.insert_header(name, value);
+        }
+        if session
+            .write_response_header(Box::new(header))
+            .await
+            .is_ok()
+        {
+            let _ = session.write_response_body(body, true).await;
+        }
     }
 
     /// A response header with sluice's own headers on it.
@@ -287,6 +325,9 @@ impl HttpServerApp for Gateway {
             request_id = %ctx.request_id,
             route = route.label(),
             model = tracing::field::Empty,
+            tenant = tracing::field::Empty,
+            priority = tracing::field::Empty,
+            key = tracing::field::Empty,
             upstream = tracing::field::Empty,
             status = tracing::field::Empty,
         );

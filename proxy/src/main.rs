@@ -6,6 +6,7 @@
 //! [`error`] is the one mapping from failures to OpenAI error bodies, and
 //! [`cli`] is the command line. Only this crate knows pingora.
 
+mod access;
 mod cli;
 mod error;
 mod forward;

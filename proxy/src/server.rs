@@ -38,6 +38,9 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     let metrics = Arc::new(Metrics::new()?);
     let ready = Arc::new(AtomicBool::new(false));
     let gateway = Gateway::new(&config, metrics, ready.clone());
+    if !gateway.access.required() {
+        tracing::warn!("auth is off: anyone who reaches this port uses the upstream keys (declare tenants or set auth.required)");
+    }
 
     let conf = ServerConf {
         threads: config.server.threads,

@@ -1,0 +1,131 @@
+//! Who is calling and whether they may: wires `sluice_filters`' auth and
+//! quotas to the request's headers, with one policy per tenant from config.
+
+use crate::error::GatewayError;
+use pingora::protocols::http::ServerSession;
+use sluice_config::{AccessSettings, Limits, Priority};
+use sluice_filters::{Admission, Authenticator, KeyEntry, LocalQuotas, Scope};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What a tenant shares across its keys.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPolicy {
+    /// Tenant-wide limits.
+    pub limits: Limits,
+}
+
+/// The caller of one request, once admitted.
+pub struct Caller {
+    /// The key used; `None` when auth is off.
+    pub key: Option<Arc<KeyEntry>>,
+    /// Effective priority: the request's `x-sluice-priority`, capped by the key.
+    pub priority: Priority,
+    /// Quota slots and token reservations, released when dropped.
+    pub admission: Option<Admission>,
+}
+
+/// Auth and quota state for the whole gateway.
+pub struct Access {
+    required: bool,
+    auth: Authenticator,
+    quotas: LocalQuotas,
+    tenants: HashMap<String, TenantPolicy>,
+    default_max_tokens: u64,
+}
+
+impl Access {
+    /// Builds auth and quota state from validated settings.
+    pub fn new(settings: &AccessSettings) -> Self {
+        let keys = settings
+            .tenants
+            .iter()
+            .flat_map(|t| t.keys.iter().map(|k| KeyEntry::from_settings(&t.name, k)))
+            .collect();
+        Access {
+            required: settings.auth_required,
+            auth: Authenticator::new(keys, None),
+            quotas: LocalQuotas::default(),
+            tenants: settings
+                .tenants
+                .iter()
+                .map(|t| {
+                    let policy = TenantPolicy { limits: t.limits };
+                    (t.name.clone(), policy)
+                })
+                .collect(),
+            default_max_tokens: settings.default_max_tokens,
+        }
+    }
+
+    /// Whether OpenAI endpoints need a key.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// The key a request presents, checked; `Ok(None)` when auth is off.
+    pub async fn identify(
+        &self,
+        session: &ServerSession,
+    ) -> Result<Option<Arc<KeyEntry>>, GatewayError> {
+        if !self.required {
+            return Ok(None);
+        }
+        let presented = Authenticator::presented_key(
+            session.get_header("authorization").map(|v| v.as_bytes()),
+            session.get_header("api-key").map(|v| v.as_bytes()),
+        );
+        let now = jiff::Timestamp::now().as_second();
+        Ok(Some(self.auth.authenticate(presented, now).await?))
+    }
+
+    /// Checks the model allow-list and admits the request against the key's
+    /// and tenant's quotas, reserving `prompt_estimate + max_tokens` tokens.
+    pub fn admit(
+        &self,
+        session: &ServerSession,
+        key: Option<Arc<KeyEntry>>,
+        model: &str,
+        prompt_estimate: u64,
+        max_tokens: Option<u64>,
+    ) -> Result<Caller, GatewayError> {
+        let asked = session
+            .get_header("x-sluice-priority")
+            .and_then(|v| v.to_str().ok())
+            .and_then(Priority::parse)
+            .unwrap_or_default();
+        let Some(key) = key else {
+            return Ok(Caller {
+                key: None,
+                priority: asked,
+                admission: None,
+            });
+        };
+        if !key.allows_model(model) {
+            return Err(GatewayError::Auth(
+                sluice_filters::AuthError::ModelNotAllowed {
+                    model: model.to_string(),
+                },
+            ));
+        }
+        let tenant = self.tenants.get(&key.tenant);
+        let mut scopes = Vec::with_capacity(2);
+        if key.limits.any() {
+            scopes.push((Scope::Key(key.key_id.clone()), key.limits));
+        }
+        if let Some(t) = tenant.filter(|t| t.limits.any()) {
+            scopes.push((Scope::Tenant(key.tenant.clone()), t.limits));
+        }
+        let admission = if scopes.is_empty() {
+            None
+        } else {
+            let estimate = prompt_estimate + max_tokens.unwrap_or(self.default_max_tokens);
+            Some(self.quotas.admit(&scopes, estimate)?)
+        };
+        Ok(Caller {
+            priority: asked.min(key.priority),
+            key: Some(key),
+            admission,
+        })
+    }
+}

@@ -1,0 +1,227 @@
+//! Virtual keys and quotas, end to end: every refusal read as the OpenAI SDK reads it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{OpenAiErrorBody, Sluice};
+use serde_json::{json, Value};
+use sluice_load_tests::{MockOptions, MockUpstream};
+
+fn config(base_url: &str) -> String {
+    format!(
+        r#"
+upstreams:
+  mock: {{base_url: "{base_url}"}}
+models:
+  - {{name: fast, upstream: mock, upstream_model: mock-model}}
+  - {{name: big, upstream: mock}}
+tenants:
+  acme:
+    limits: {{concurrent_requests: 1}}
+    keys:
+      - {{id: acme-app, key: sk-acme-app, models: [fast]}}
+      - {{id: acme-off, key: sk-acme-off, enabled: false}}
+      - {{id: acme-old, key: sk-acme-old, expires_at: "2020-01-01T00:00:00Z"}}
+  globex:
+    keys:
+      - {{id: globex-rpm, key: sk-globex-rpm, limits: {{requests_per_minute: 2}}}}
+      - {{id: globex-tpm, key: sk-globex-tpm, limits: {{tokens_per_minute: 1000}}}}
+      - id: globex-hashed
+        key_sha256: "{}"
+"#,
+        // printf %s sk-globex-hashed | sha256sum
+        "6dc94341f91609d6a8aa8996ff0cebb5b60e8efb30ac050f6ba17ed6429a3731"
+    )
+}
+
+async fn post(sluice: &Sluice, key: Option<&str>, body: Value) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(sluice.url("/v1/chat/completions"))
+        .json(&body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap()
+}
+
+async fn error_of(response: reqwest::Response) -> (u16, OpenAiErrorBody) {
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10})
+}
+
+#[tokio::test]
+async fn keys_are_required_and_checked() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let sluice = Sluice::start(&config(&mock.base_url())).await;
+    for (key, message) in [
+        (None, "You didn't provide an API key"),
+        (Some("sk-wrong"), "Incorrect API key provided"),
+        (Some("sk-acme-off"), "has been disabled"),
+        (Some("sk-acme-old"), "has expired"),
+    ] {
+        let (status, body) = error_of(post(&sluice, key, chat("fast")).await).await;
+        assert_eq!(status, 401, "{key:?}");
+        assert_eq!(body.error.code.as_deref(), Some("invalid_api_key"));
+        assert!(
+            body.error.message.contains(message),
+            "{}",
+            body.error.message
+        );
+    }
+    assert_eq!(mock.stats().requests(), 0);
+
+    let ok = post(&sluice, Some("sk-acme-app"), chat("fast")).await;
+    assert_eq!(ok.status(), 200);
+    let upstream = mock.stats().last_request().unwrap();
+    assert_eq!(
+        upstream.header("authorization"),
+        None,
+        "the client's key never travels upstream"
+    );
+
+    // A key declared by its SHA-256 only.
+    assert_eq!(
+        post(&sluice, Some("sk-globex-hashed"), chat("fast"))
+            .await
+            .status(),
+        200
+    );
+
+    // Azure-style `api-key` header.
+    let azure = reqwest::Client::new()
+        .post(sluice.url("/v1/chat/completions"))
+        .header("api-key", "sk-acme-app")
+        .json(&chat("fast"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(azure.status(), 200);
+}
+
+#[tokio::test]
+async fn model_allow_list_is_403_and_filters_the_model_list() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let sluice = Sluice::start(&config(&mock.base_url())).await;
+    let (status, body) = error_of(post(&sluice, Some("sk-acme-app"), chat("big")).await).await;
+    assert_eq!(status, 403);
+    assert_eq!(body.error.code.as_deref(), Some("model_not_allowed"));
+
+    let client = reqwest::Client::new();
+    let listed = |key: &'static str| {
+        let client = client.clone();
+        let url = sluice.url("/v1/models");
+        async move {
+            let v: Value = client
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("sk-acme-app").await, ["fast"]);
+    assert_eq!(listed("sk-globex-rpm").await, ["fast", "big"]);
+    let anonymous = client.get(sluice.url("/v1/models")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn requests_per_minute_refuse_with_openai_headers() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let sluice = Sluice::start(&config(&mock.base_url())).await;
+    let first = post(&sluice, Some("sk-globex-rpm"), chat("fast")).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ratelimit-limit-requests"], "2");
+    assert_eq!(first.headers()["x-ratelimit-remaining-requests"], "1");
+    assert_eq!(
+        post(&sluice, Some("sk-globex-rpm"), chat("fast"))
+            .await
+            .status(),
+        200
+    );
+    let refused = post(&sluice, Some("sk-globex-rpm"), chat("fast")).await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    assert_eq!(refused.headers()["x-ratelimit-remaining-requests"], "0");
+    let (_, body) = error_of(refused).await;
+    assert_eq!(body.error.code.as_deref(), Some("rate_limit_exceeded"));
+    assert_eq!(body.error.kind, "requests");
+    assert_eq!(mock.stats().requests(), 2);
+    // Another key is not affected.
+    assert_eq!(
+        post(&sluice, Some("sk-globex-tpm"), chat("fast"))
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn tokens_per_minute_reserve_max_tokens_up_front() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let sluice = Sluice::start(&config(&mock.base_url())).await;
+    let mut body = chat("fast");
+    body["max_tokens"] = json!(600);
+    let ok = post(&sluice, Some("sk-globex-tpm"), body.clone()).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["x-ratelimit-limit-tokens"], "1000");
+    let (status, err) = error_of(post(&sluice, Some("sk-globex-tpm"), body.clone()).await).await;
+    assert_eq!((status, err.error.kind.as_str()), (429, "tokens"));
+    body["max_tokens"] = json!(5000);
+    let (status, _) = error_of(post(&sluice, Some("sk-globex-tpm"), body).await).await;
+    assert_eq!(status, 429, "larger than a whole minute's quota");
+}
+
+#[tokio::test]
+async fn tenant_concurrency_limit_holds_across_its_requests() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let sluice = Sluice::start(&config(&mock.base_url())).await;
+    let slow = reqwest::Client::new()
+        .post(sluice.url("/v1/chat/completions"))
+        .bearer_auth("sk-acme-app")
+        .header("x-mock-delay-ms", "800")
+        .json(&chat("fast"))
+        .send();
+    let slow = tokio::spawn(slow);
+    // Wait until the slow request is inside sluice (the mock has it).
+    for _ in 0..200 {
+        if mock.stats().requests() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (status, body) = error_of(post(&sluice, Some("sk-acme-app"), chat("fast")).await).await;
+    assert_eq!(status, 429);
+    assert!(
+        body.error.message.contains("tenant"),
+        "{}",
+        body.error.message
+    );
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    // The slot is free again once the first request finished.
+    assert_eq!(
+        post(&sluice, Some("sk-acme-app"), chat("fast"))
+            .await
+            .status(),
+        200
+    );
+}
