@@ -23,7 +23,7 @@ fn parse_and_rewrite(c: &mut Criterion) {
                 b.iter(|| {
                     let fields =
                         RoutingFields::parse(black_box(body)).unwrap_or_else(|e| panic!("{e}"));
-                    black_box(fields.body_for_model(body, "gpt-4o-mini-2024-07-18"))
+                    black_box(fields.body_for_upstream(body, "gpt-4o-mini-2024-07-18"))
                 })
             },
         );

@@ -13,8 +13,10 @@ mod error;
 pub mod openai;
 mod request;
 mod router;
+mod usage;
 
 pub use endpoint::Endpoint;
 pub use error::ProviderError;
 pub use request::RoutingFields;
 pub use router::{Route, Router, UpstreamTarget};
+pub use usage::{Usage, UsageTracker};

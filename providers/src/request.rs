@@ -20,8 +20,12 @@ pub struct RoutingFields {
     pub stream: bool,
     /// `max_completion_tokens`, else `max_tokens`: the most the reply may cost.
     pub max_tokens: Option<u64>,
+    /// `stream_options.include_usage` as the client sent it.
+    pub include_usage: bool,
     /// Byte range of the model's JSON string (quotes included) in the body.
     model_span: Range<usize>,
+    /// Byte range of the `stream_options` value, if present.
+    stream_options_span: Option<Range<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -34,6 +38,20 @@ struct Borrowed<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+fn span_of(body: &[u8], raw: &RawValue) -> Range<usize> {
+    // A RawValue borrowed from `body` lies inside it.
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    start..start + raw.get().len()
 }
 
 impl RoutingFields {
@@ -68,31 +86,82 @@ impl RoutingFields {
                 })
             }
         };
-        // The RawValue borrows from `body`, so its address lies inside it.
-        let start = raw_model.get().as_ptr() as usize - body.as_ptr() as usize;
-        let model_span = start..start + raw_model.get().len();
+        let include_usage = match fields.stream_options.map(RawValue::get) {
+            None | Some("null") => false,
+            Some(raw) => {
+                serde_json::from_str::<StreamOptions>(raw)
+                    .map_err(|_| ProviderError::InvalidField {
+                        field: "stream_options",
+                        expected: "an object",
+                    })?
+                    .include_usage
+                    == Some(true)
+            }
+        };
         Ok(RoutingFields {
             model,
             stream,
             max_tokens: fields.max_completion_tokens.or(fields.max_tokens),
-            model_span,
+            include_usage,
+            model_span: span_of(body, raw_model),
+            stream_options_span: fields.stream_options.map(|raw| span_of(body, raw)),
         })
     }
 
-    /// The body to send upstream: `body` itself when the model name is
-    /// unchanged (no copy), else `body` with only the model value replaced.
-    pub fn body_for_model(&self, body: &Bytes, upstream_model: &str) -> Bytes {
-        if upstream_model == self.model {
-            return body.clone();
+    /// The body to send upstream, and whether sluice asked for usage on the
+    /// client's behalf. Only two edits are ever made, each by splicing so
+    /// every other byte stays as the client sent it: the model is renamed to
+    /// `upstream_model`, and a stream that did not ask for usage gets
+    /// `stream_options.include_usage: true` (so its tokens can be counted;
+    /// the usage chunk is then dropped on the way back). With neither edit
+    /// the body itself is returned, not copied.
+    pub fn body_for_upstream(&self, body: &Bytes, upstream_model: &str) -> (Bytes, bool) {
+        let mut edits: Vec<(Range<usize>, String)> = Vec::with_capacity(2);
+        if upstream_model != self.model {
+            // A `String` always serialises.
+            let quoted = serde_json::to_string(upstream_model).unwrap_or_default();
+            edits.push((self.model_span.clone(), quoted));
         }
-        // A `String` always serialises; the fallback is unreachable but keeps
-        // this path free of panics.
-        let quoted = serde_json::to_string(upstream_model).unwrap_or_default();
-        let mut out = Vec::with_capacity(body.len() + quoted.len());
-        out.extend_from_slice(&body[..self.model_span.start]);
-        out.extend_from_slice(quoted.as_bytes());
-        out.extend_from_slice(&body[self.model_span.end..]);
-        Bytes::from(out)
+        let ask_usage = self.stream && !self.include_usage;
+        if ask_usage {
+            match &self.stream_options_span {
+                Some(span) => {
+                    let mut options: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_slice(&body[span.clone()]).unwrap_or_default();
+                    options.insert("include_usage".into(), serde_json::Value::Bool(true));
+                    let text = serde_json::Value::Object(options).to_string();
+                    edits.push((span.clone(), text));
+                }
+                None => {
+                    // Just before the object's closing brace (parse proved it is there).
+                    let close = body.iter().rposition(|b| *b == b'}').unwrap_or(body.len());
+                    let empty = body[..close]
+                        .iter()
+                        .rev()
+                        .find(|b| !b.is_ascii_whitespace())
+                        == Some(&b'{');
+                    let text = if empty { "" } else { "," };
+                    edits.push((
+                        close..close,
+                        format!("{text}\"stream_options\":{{\"include_usage\":true}}"),
+                    ));
+                }
+            }
+        }
+        if edits.is_empty() {
+            return (body.clone(), false);
+        }
+        edits.sort_by_key(|(range, _)| range.start);
+        let extra: usize = edits.iter().map(|(_, t)| t.len()).sum();
+        let mut out = Vec::with_capacity(body.len() + extra);
+        let mut at = 0;
+        for (range, text) in edits {
+            out.extend_from_slice(&body[at..range.start]);
+            out.extend_from_slice(text.as_bytes());
+            at = range.end;
+        }
+        out.extend_from_slice(&body[at..]);
+        (Bytes::from(out), ask_usage)
     }
 }
 
@@ -124,14 +193,49 @@ mod tests {
             br#"{ "model" : "fast", "messages":[{"content":"model \"fast\""}] }"#,
         );
         let f = RoutingFields::parse(&body).unwrap();
-        let out = f.body_for_model(&body, "llama/3 \"8b\"");
+        let (out, asked) = f.body_for_upstream(&body, "llama/3 \"8b\"");
+        assert!(!asked);
         assert_eq!(
             &out[..],
             br#"{ "model" : "llama/3 \"8b\"", "messages":[{"content":"model \"fast\""}] }"#
         );
         // Unchanged name: the very same bytes, no copy.
-        let same = f.body_for_model(&body, "fast");
+        let (same, _) = f.body_for_upstream(&body, "fast");
         assert_eq!(same.as_ptr(), body.as_ptr());
+    }
+
+    #[test]
+    fn streams_are_asked_for_usage() {
+        let upstream = |raw: &'static str| {
+            let body = Bytes::from_static(raw.as_bytes());
+            let f = RoutingFields::parse(&body).unwrap();
+            let (out, asked) = f.body_for_upstream(&body, "up");
+            (String::from_utf8(out.to_vec()).unwrap(), asked)
+        };
+        assert_eq!(
+            upstream(r#"{"model":"m","stream":true}"#),
+            (
+                r#"{"model":"up","stream":true,"stream_options":{"include_usage":true}}"#
+                    .to_string(),
+                true
+            )
+        );
+        assert_eq!(
+            upstream(r#"{"stream":true,"stream_options":{"x":1},"model":"m"} "#),
+            (
+                r#"{"stream":true,"stream_options":{"include_usage":true,"x":1},"model":"up"} "#
+                    .to_string(),
+                true
+            )
+        );
+        let (out, asked) =
+            upstream(r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#);
+        assert!(!asked);
+        assert!(out.contains(r#""include_usage":true"#));
+        assert_eq!(
+            upstream(r#"{"model":"m"}"#),
+            (r#"{"model":"up"}"#.to_string(), false)
+        );
     }
 
     #[test]

@@ -16,8 +16,19 @@ use pingora::protocols::http::ServerSession;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 use sluice_providers::openai::CLIENT_HEADERS_NOT_FORWARDED;
-use sluice_providers::{Endpoint, RoutingFields, UpstreamTarget};
+use sluice_providers::{Endpoint, RoutingFields, UpstreamTarget, UsageTracker};
 use std::time::Instant;
+
+/// How relaying a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RelayOutcome {
+    /// Every byte reached the client.
+    Completed,
+    /// The client went away; the upstream call is dropped.
+    ClientGone,
+    /// The upstream failed part-way.
+    UpstreamBroke,
+}
 
 /// Response headers that describe one hop, not the message.
 const HOP_BY_HOP: &[&str] = &[
@@ -46,7 +57,7 @@ impl Gateway {
         // A rough prompt-token estimate (4 bytes a token) for the reservation;
         // it is settled on the real usage.
         let prompt_estimate = body.len() as u64 / 4;
-        let caller = self.access.admit(
+        let mut caller = self.access.admit(
             session,
             key,
             &fields.model,
@@ -64,7 +75,7 @@ impl Gateway {
         span.record("model", route.model_label);
         span.record("upstream", target.settings.name.as_str());
 
-        let upstream_body = fields.body_for_model(&body, route.upstream_model);
+        let (upstream_body, asked_usage) = fields.body_for_upstream(&body, route.upstream_model);
         let request = upstream_request(session, target, endpoint, ctx, upstream_body.len())
             .map_err(|_| unavailable(target, "could not build the upstream request"))?;
         let peer = self.upstreams.peer(route.target).await?;
@@ -106,22 +117,54 @@ impl Gateway {
         }
 
         upstream.set_read_timeout(Some(target.settings.idle_timeout));
+        let mut tracker = UsageTracker::new(is_sse, asked_usage);
+        let outcome = self
+            .relay_body(session, &mut upstream, &mut tracker, target, is_sse)
+            .await;
+        if outcome == RelayOutcome::Completed && upstream.response_done() {
+            connector
+                .release_http_session(upstream, peer, Some(POOL_IDLE_TIMEOUT))
+                .await;
+        } else {
+            upstream.shutdown().await;
+        }
+        let used = tracker
+            .reported()
+            .map(|u| u.prompt_tokens + u.completion_tokens);
+        if let (Some(admission), Some(used)) = (caller.admission.as_mut(), used) {
+            admission.settle(used);
+        }
+        Ok(())
+    }
+
+    /// Relays the response body to the client piece by piece, through the
+    /// usage tracker. A broken upstream ends an SSE stream with an OpenAI
+    /// error event; a broken plain body closes the client connection.
+    async fn relay_body(
+        &self,
+        session: &mut ServerSession,
+        upstream: &mut HttpSession,
+        tracker: &mut UsageTracker,
+        target: &UpstreamTarget,
+        is_sse: bool,
+    ) -> RelayOutcome {
         loop {
             match upstream.read_response_body().await {
                 Ok(Some(chunk)) => {
-                    if session.write_response_body(chunk, false).await.is_err() {
-                        upstream.shutdown().await;
-                        return Ok(());
+                    let out = tracker.relay(chunk);
+                    if session.write_response_body(out, false).await.is_err() {
+                        return RelayOutcome::ClientGone;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     let error = self.upstream_failure(target, &e, "reading the response body");
                     tracing::warn!(error = %e, "upstream broke off mid-response");
-                    upstream.shutdown().await;
+                    let rest = tracker.finish();
                     if is_sse {
                         // Headers are gone already: end the stream with an
                         // OpenAI error event the SDK raises, then [DONE].
+                        let _ = session.write_response_body(rest, false).await;
                         let _ = session.write_response_body(error.sse_event(), true).await;
                     } else {
                         // A truncated JSON body must not look complete: drop
@@ -129,17 +172,15 @@ impl Gateway {
                         session.set_keepalive(None);
                         session.shutdown().await;
                     }
-                    return Ok(());
+                    return RelayOutcome::UpstreamBroke;
                 }
             }
         }
-        let _ = session.write_response_body(Bytes::new(), true).await;
-        if upstream.response_done() {
-            connector
-                .release_http_session(upstream, peer, Some(POOL_IDLE_TIMEOUT))
-                .await;
+        let rest = tracker.finish();
+        if session.write_response_body(rest, true).await.is_err() {
+            return RelayOutcome::ClientGone;
         }
-        Ok(())
+        RelayOutcome::Completed
     }
 
     /// Sends the request and reads the response header. A pooled connection

@@ -176,16 +176,35 @@ async fn requests_per_minute_refuse_with_openai_headers() {
 }
 
 #[tokio::test]
-async fn tokens_per_minute_reserve_max_tokens_up_front() {
+async fn tokens_per_minute_reserve_up_front_and_settle_on_real_usage() {
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
     let sluice = Sluice::start(&config(&mock.base_url())).await;
     let mut body = chat("fast");
     body["max_tokens"] = json!(600);
-    let ok = post(&sluice, Some("sk-globex-tpm"), body.clone()).await;
-    assert_eq!(ok.status(), 200);
-    assert_eq!(ok.headers()["x-ratelimit-limit-tokens"], "1000");
+    // In flight, the first request holds its worst case (prompt + 600)...
+    let slow = reqwest::Client::new()
+        .post(sluice.url("/v1/chat/completions"))
+        .bearer_auth("sk-globex-tpm")
+        .header("x-mock-delay-ms", "800")
+        .json(&body)
+        .send();
+    let slow = tokio::spawn(slow);
+    while mock.stats().requests() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let (status, err) = error_of(post(&sluice, Some("sk-globex-tpm"), body.clone()).await).await;
     assert_eq!((status, err.error.kind.as_str()), (429, "tokens"));
+    let done = slow.await.unwrap().unwrap();
+    assert_eq!(done.status(), 200);
+    assert_eq!(done.headers()["x-ratelimit-limit-tokens"], "1000");
+    // ...then settles to the ~25 tokens the mock reports, so 600 fit again.
+    assert_eq!(
+        post(&sluice, Some("sk-globex-tpm"), body.clone())
+            .await
+            .status(),
+        200
+    );
+
     body["max_tokens"] = json!(5000);
     let (status, _) = error_of(post(&sluice, Some("sk-globex-tpm"), body).await).await;
     assert_eq!(status, 429, "larger than a whole minute's quota");

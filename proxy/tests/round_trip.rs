@@ -365,3 +365,30 @@ async fn health_probes_and_metrics() {
     assert!(metrics.contains(r#"sluice_requests_in_flight{route="chat_completions"} 0"#));
     assert!(metrics.contains(r#"sluice_requests_in_flight{route="metrics"} 1"#));
 }
+
+#[tokio::test]
+async fn streams_are_asked_for_usage_without_changing_what_the_client_sees() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let sluice = Sluice::start(&config_for(&mock.base_url(), "")).await;
+    let text = reqwest::Client::new()
+        .post(sluice.url("/v1/chat/completions"))
+        .json(&chat_body("fast", true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let upstream = mock.stats().last_request().unwrap().json();
+    assert_eq!(upstream["stream_options"]["include_usage"], true);
+    let events = sse_data(&text);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    for event in &events[..events.len() - 1] {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        assert!(
+            !chunk["choices"].as_array().unwrap().is_empty(),
+            "the usage-only chunk the client did not ask for is dropped: {event}"
+        );
+        assert!(chunk["usage"].is_null());
+    }
+}
