@@ -331,6 +331,15 @@ pub(crate) fn access_settings(
             ))
         }
     };
+    if let Some(url) = &quotas.redis_url {
+        let text = url.expose();
+        if !text.starts_with("redis://") || text.len() <= "redis://".len() {
+            return Err(ConfigError::validation(
+                "quotas.redis_url",
+                "expected redis://host:port[/db] (TLS rediss:// is not supported)",
+            ));
+        }
+    }
     let budget_time_zone = budgets.time_zone.unwrap_or_else(|| "UTC".to_string());
     if jiff::tz::TimeZone::get(&budget_time_zone).is_err() {
         return Err(ConfigError::validation(

@@ -1,8 +1,9 @@
 //! Request filters: who is calling, may they, and can they afford it.
 //!
 //! Start at [`auth`] ([`Authenticator`]: virtual keys to [`KeyEntry`]), then
-//! [`quota`] ([`LocalQuotas`]: requests, tokens and concurrency per minute
-//! per key and tenant) and [`budget`] ([`LocalBudgets`]: spend reservations
+//! [`quotas`] ([`Quotas`]: requests, tokens and concurrency per minute per
+//! key and tenant, on this node ([`quota`]) or shared through Redis
+//! ([`redis_quota`])) and [`budget`] ([`LocalBudgets`]: spend reservations
 //! in micro-dollars). [`RequestId`] gives each request its identity. These are
 //! plain types and functions, unit-tested and benchmarked without a server;
 //! only `proxy/` wires them into pingora.
@@ -10,6 +11,8 @@
 pub mod auth;
 pub mod budget;
 pub mod quota;
+pub mod quotas;
+pub mod redis_quota;
 mod request_id;
 
 pub use auth::{AuthError, Authenticator, KeyEntry, KeyHash, KeySource, Priority};
@@ -19,4 +22,6 @@ pub use budget::{
 pub use quota::{
     Admission, LimitKind, LocalQuotas, QuotaLimits, QuotaRejection, RateLimitStatus, Scope,
 };
+pub use quotas::{QuotaAdmission, QuotaError, Quotas};
+pub use redis_quota::{RedisAdmission, RedisQuotas};
 pub use request_id::RequestId;

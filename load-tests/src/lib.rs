@@ -5,11 +5,13 @@
 //! embeddings, models) and can misbehave on request (status codes, delays,
 //! aborting a stream half-way) through `x-mock-*` headers; it counts what it
 //! was sent so tests can assert on the upstream side. [`loadgen`] drives
-//! closed-loop load and reports throughput and latency percentiles. The
+//! closed-loop load and reports throughput and latency percentiles;
+//! [`servers`] starts real backing servers (Redis) for tests. The
 //! binaries `mock-upstream` and `loadgen` wrap both for scripts.
 
 pub mod loadgen;
 pub mod mock;
 mod mock_body;
+pub mod servers;
 
 pub use mock::{MockOptions, MockStats, MockUpstream, RecordedRequest};

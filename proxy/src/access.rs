@@ -4,7 +4,7 @@
 use crate::error::GatewayError;
 use pingora::protocols::http::ServerSession;
 use sluice_config::{AccessSettings, Limits, Priority};
-use sluice_filters::{Admission, Authenticator, KeyEntry, LocalQuotas, Scope};
+use sluice_filters::{Authenticator, KeyEntry, QuotaAdmission, Quotas, RedisQuotas, Scope};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -22,14 +22,15 @@ pub struct Caller {
     /// Effective priority: the request's `x-sluice-priority`, capped by the key.
     pub priority: Priority,
     /// Quota slots and token reservations, released when dropped.
-    pub admission: Option<Admission>,
+    pub admission: Option<QuotaAdmission>,
 }
 
 /// Auth and quota state for the whole gateway.
 pub struct Access {
     required: bool,
     auth: Authenticator,
-    quotas: LocalQuotas,
+    /// Local or Redis-shared quota state.
+    pub quotas: Quotas,
     tenants: HashMap<String, TenantPolicy>,
     default_max_tokens: u64,
 }
@@ -45,7 +46,17 @@ impl Access {
         Access {
             required: settings.auth_required,
             auth: Authenticator::new(keys, None),
-            quotas: LocalQuotas::default(),
+            quotas: match &settings.redis_url {
+                None => Quotas::local(),
+                Some(url) => match RedisQuotas::new(url.expose()) {
+                    Ok(redis) => Quotas::shared(redis, settings.redis_fail_open),
+                    Err(e) => {
+                        // The URL was validated at load; keep serving on local limits.
+                        tracing::error!(error = %e, "invalid quotas.redis_url; using local limits");
+                        Quotas::local()
+                    }
+                },
+            },
             tenants: settings
                 .tenants
                 .iter()
@@ -81,7 +92,7 @@ impl Access {
 
     /// Checks the model allow-list and admits the request against the key's
     /// and tenant's quotas, reserving `prompt_estimate + max_tokens` tokens.
-    pub fn admit(
+    pub async fn admit(
         &self,
         session: &ServerSession,
         key: Option<Arc<KeyEntry>>,
@@ -120,7 +131,7 @@ impl Access {
             None
         } else {
             let estimate = prompt_estimate + max_tokens.unwrap_or(self.default_max_tokens);
-            Some(self.quotas.admit(&scopes, estimate)?)
+            Some(self.quotas.admit(&scopes, estimate).await?)
         };
         Ok(Caller {
             priority: asked.min(key.priority),

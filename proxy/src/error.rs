@@ -8,7 +8,9 @@
 //! caller, at the boundary.
 
 use bytes::Bytes;
-use sluice_filters::{AuthError, BudgetRejection, LimitKind, QuotaRejection, RateLimitStatus};
+use sluice_filters::{
+    AuthError, BudgetRejection, LimitKind, QuotaError, QuotaRejection, RateLimitStatus,
+};
 use sluice_providers::ProviderError;
 use std::time::Duration;
 
@@ -49,6 +51,9 @@ pub enum GatewayError {
     /// A rate limit (requests, tokens, concurrency) refused the request.
     #[error(transparent)]
     Quota(#[from] QuotaRejection),
+    /// Redis is down and quotas fail closed.
+    #[error("The rate-limit store is unavailable; please retry shortly.")]
+    QuotaStoreUnavailable,
     /// A hard budget refused the request.
     #[error(transparent)]
     Budget(#[from] BudgetRejection),
@@ -60,6 +65,15 @@ pub enum GatewayError {
         /// Which timeout fired.
         phase: &'static str,
     },
+}
+
+impl From<QuotaError> for GatewayError {
+    fn from(e: QuotaError) -> Self {
+        match e {
+            QuotaError::Rejected(r) => GatewayError::Quota(r),
+            QuotaError::StoreUnavailable => GatewayError::QuotaStoreUnavailable,
+        }
+    }
 }
 
 impl GatewayError {
@@ -75,6 +89,7 @@ impl GatewayError {
             GatewayError::Auth(AuthError::StoreUnavailable) => 503,
             GatewayError::Auth(_) => 401,
             GatewayError::Quota(_) | GatewayError::Budget(_) => 429,
+            GatewayError::QuotaStoreUnavailable => 503,
             GatewayError::UpstreamUnavailable { .. } => 502,
             GatewayError::UpstreamTimeout { .. } => 504,
         }
@@ -94,6 +109,7 @@ impl GatewayError {
                 LimitKind::Concurrency => "rate_limit_concurrency",
             },
             GatewayError::Budget(_) => "budget_exceeded",
+            GatewayError::QuotaStoreUnavailable => "quota_store_unavailable",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
         }
@@ -125,6 +141,7 @@ impl GatewayError {
             GatewayError::Auth(_) => Some("invalid_api_key"),
             GatewayError::Quota(_) => Some("rate_limit_exceeded"),
             GatewayError::Budget(_) => Some("insufficient_quota"),
+            GatewayError::QuotaStoreUnavailable => Some("service_unavailable"),
             GatewayError::UpstreamUnavailable { .. } => Some("upstream_unavailable"),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
         }

@@ -57,13 +57,16 @@ impl Gateway {
         // A rough prompt-token estimate (4 bytes a token) for the reservation;
         // it is settled on the real usage.
         let prompt_estimate = body.len() as u64 / 4;
-        let mut caller = self.access.admit(
-            session,
-            key,
-            &fields.model,
-            prompt_estimate,
-            fields.max_tokens,
-        )?;
+        let mut caller = self
+            .access
+            .admit(
+                session,
+                key,
+                &fields.model,
+                prompt_estimate,
+                fields.max_tokens,
+            )
+            .await?;
         ctx.model_label = route.model_label.to_string();
         let target = &self.router.targets()[route.target];
         let span = tracing::Span::current();
@@ -101,7 +104,7 @@ impl Gateway {
             .client_response_header(upstream_header, ctx, session.is_http2())
             .map_err(|_| unavailable(target, "invalid response header"))?;
         if let Some(admission) = &caller.admission {
-            for (name, value) in crate::error::rate_limit_headers(&admission.status) {
+            for (name, value) in crate::error::rate_limit_headers(admission.status()) {
                 let _ = header.insert_header(name, value);
             }
         }

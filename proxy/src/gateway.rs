@@ -158,6 +158,14 @@ impl Gateway {
                 Ok(())
             }
             RouteKind::Metrics => {
+                if let Some(up) = self.access.quotas.store_up() {
+                    self.metrics.quota_store_up.set(i64::from(up));
+                }
+                let errors = self.access.quotas.store_errors();
+                let seen = self.metrics.quota_store_errors.get();
+                self.metrics
+                    .quota_store_errors
+                    .inc_by(errors.saturating_sub(seen));
                 match self.metrics.render() {
                     Ok(text) => {
                         self.respond(session, ctx, 200, "text/plain; version=0.0.4", text.into())

@@ -2,7 +2,8 @@
 //! kept low-cardinality (model names only from config, `*` for the wildcard).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Seconds; LLM calls span milliseconds (embeddings) to minutes (long completions).
@@ -24,6 +25,10 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Time from sending a request upstream to its response headers, by upstream.
     pub upstream_first_byte: HistogramVec,
+    /// 1 while the shared quota store (Redis) answers, 0 when not; absent without one.
+    pub quota_store_up: IntGauge,
+    /// Calls to the shared quota store that failed.
+    pub quota_store_errors: IntCounter,
 }
 
 impl Metrics {
@@ -76,7 +81,17 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(upstream_first_byte.clone()))?;
+        let quota_store_up = IntGauge::new(
+            "sluice_quota_store_up",
+            "1 while the shared quota store (Redis) answers, else 0.",
+        )?;
+        let quota_store_errors = IntCounter::new(
+            "sluice_quota_store_errors_total",
+            "Calls to the shared quota store that failed (then handled by quotas.on_redis_error).",
+        )?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(quota_store_up.clone()))?;
+        registry.register(Box::new(quota_store_errors.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -84,6 +99,8 @@ impl Metrics {
             in_flight,
             upstream_errors,
             upstream_first_byte,
+            quota_store_up,
+            quota_store_errors,
         })
     }
 
