@@ -12,6 +12,8 @@ mod env;
 mod error;
 pub mod raw;
 mod raw_access;
+mod raw_routing;
+mod routing;
 mod secret;
 mod validated;
 
@@ -19,9 +21,10 @@ pub use access::{
     AccessSettings, Budget, BudgetPeriod, KeySettings, Limits, Priority, TenantSettings,
 };
 pub use error::ConfigError;
+pub use routing::{Balance, BreakerSettings, ModelRoute, RouteStep, RouteTarget, RoutingSettings};
 pub use secret::Secret;
 pub use validated::{
-    Config, LogFormat, ModelRoute, ServerSettings, UpstreamBaseUrl, UpstreamKind, UpstreamSettings,
+    Config, LogFormat, ServerSettings, UpstreamBaseUrl, UpstreamKind, UpstreamSettings,
     WILDCARD_MODEL,
 };
 

@@ -7,6 +7,7 @@
 pub use crate::raw_access::{
     RawAuth, RawBudget, RawBudgets, RawKey, RawLimits, RawQuotas, RawTenant, RawTenants,
 };
+pub use crate::raw_routing::{RawBreaker, RawModel, RawRouting, RawStep, RawTarget};
 use crate::Secret;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -24,6 +25,9 @@ pub struct RawConfig {
     /// The model names clients may ask for, and where each goes. Default: none.
     #[serde(default)]
     pub models: Vec<RawModel>,
+    /// Failover, retries, breakers. Default: see [`RawRouting`].
+    #[serde(default)]
+    pub routing: RawRouting,
     /// Admin key and whether clients need a key. Default: see [`RawAuth`].
     #[serde(default)]
     pub auth: RawAuth,
@@ -122,20 +126,6 @@ pub enum RawUpstreamKind {
     /// OpenAI's API and every server that speaks it.
     #[default]
     Openai,
-}
-
-/// `models[i]:` — a model name clients may ask for.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawModel {
-    /// The name in the client's `"model"` field. `"*"` matches every name not
-    /// listed elsewhere and forwards it unchanged. Required, unique.
-    pub name: String,
-    /// Name of the entry under `upstreams:` that serves it. Required.
-    pub upstream: String,
-    /// Model name sent to the upstream. Default: the client's name.
-    #[serde(default)]
-    pub upstream_model: Option<String>,
 }
 
 fn default_listen() -> String {

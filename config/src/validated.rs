@@ -1,8 +1,8 @@
 //! Validated configuration: what the rest of sluice reads.
 
 use crate::raw::{RawConfig, RawLogFormat, RawUpstreamKind};
+use crate::routing::{ModelRoute, RoutingSettings};
 use crate::{ConfigError, Secret};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -15,10 +15,12 @@ pub const WILDCARD_MODEL: &str = "*";
 pub struct Config {
     /// How sluice listens.
     pub server: ServerSettings,
-    /// Upstream servers, in name order; [`ModelRoute::upstream`] indexes this.
+    /// Upstream servers, in name order; [`crate::RouteTarget::upstream`] indexes this.
     pub upstreams: Vec<UpstreamSettings>,
     /// Client-visible models, in file order (the wildcard, if any, included).
     pub models: Vec<ModelRoute>,
+    /// Failover, retry and breaker policy.
+    pub routing: RoutingSettings,
     /// Tenants, keys, limits, budgets, admin key.
     pub access: crate::AccessSettings,
 }
@@ -133,17 +135,6 @@ impl UpstreamBaseUrl {
     }
 }
 
-/// A model name and where it goes.
-#[derive(Debug, Clone)]
-pub struct ModelRoute {
-    /// Client-visible name, or [`WILDCARD_MODEL`].
-    pub name: String,
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
-    /// Name sent upstream; `None` forwards the client's name unchanged.
-    pub upstream_model: Option<String>,
-}
-
 impl Config {
     /// Validates raw settings: addresses parse, names are unique, references
     /// resolve, URLs and headers are well formed.
@@ -233,49 +224,8 @@ impl Config {
             });
         }
 
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        let mut models = Vec::with_capacity(raw.models.len());
-        for (i, model) in raw.models.iter().enumerate() {
-            if model.name.is_empty() {
-                return Err(ConfigError::validation(
-                    format!("models[{i}].name"),
-                    "must not be empty",
-                ));
-            }
-            if let Some(first) = seen.insert(&model.name, i) {
-                return Err(ConfigError::validation(
-                    format!("models[{i}].name"),
-                    format!(
-                        "duplicate model name {:?} (first defined at models[{first}])",
-                        model.name
-                    ),
-                ));
-            }
-            let upstream = upstreams
-                .iter()
-                .position(|u| u.name == model.upstream)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-                    ConfigError::validation(
-                        format!("models[{i}].upstream"),
-                        format!(
-                            "unknown upstream {:?}; defined upstreams: {known:?}",
-                            model.upstream
-                        ),
-                    )
-                })?;
-            if model.name == WILDCARD_MODEL && model.upstream_model.is_some() {
-                return Err(ConfigError::validation(
-                    format!("models[{i}].upstream_model"),
-                    "the wildcard model forwards names unchanged; remove upstream_model",
-                ));
-            }
-            models.push(ModelRoute {
-                name: model.name.clone(),
-                upstream,
-                upstream_model: model.upstream_model.clone(),
-            });
-        }
+        let models = crate::routing::model_routes(&raw.models, &upstreams)?;
+        let routing = crate::routing::routing_settings(raw.routing)?;
 
         let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
         let access =
@@ -284,6 +234,7 @@ impl Config {
             server,
             upstreams,
             models,
+            routing,
             access,
         })
     }
@@ -314,8 +265,9 @@ impl Config {
             );
             raw.models.push(crate::raw::RawModel {
                 name: WILDCARD_MODEL.to_string(),
-                upstream: "openai".to_string(),
+                upstream: Some("openai".to_string()),
                 upstream_model: None,
+                chain: None,
             });
         }
         Config::from_raw(raw).map_err(|e| match e {

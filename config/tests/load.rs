@@ -64,7 +64,7 @@ models:
         vec![("x-team".to_string(), "research".to_string())]
     );
     assert_eq!(
-        config.models[0].upstream_model.as_deref(),
+        config.models[0].steps[0].targets[0].model.as_deref(),
         Some("llama-3-8b")
     );
     assert_eq!(config.listed_models().count(), 1);
@@ -168,5 +168,44 @@ fn embedded_defaults_follow_openai_sdk_variables() {
             port: 9999,
             path_prefix: "/v1".into()
         }
+    );
+}
+
+#[test]
+fn failover_chains_are_validated() {
+    let yaml = r#"
+upstreams:
+  a: {base_url: 'http://x'}
+  b: {base_url: 'http://y'}
+models:
+  - name: fast
+    chain:
+      - targets: [{upstream: a, model: small, weight: 3}, {upstream: b}]
+        balance: least_in_flight
+      - targets: [{upstream: b, model: big}]
+routing:
+  max_attempts: 4
+  breaker: {failure_ratio: 0.25, open_s: 5}
+"#;
+    let config = load_str(yaml, &env_of(&[])).unwrap();
+    let steps = &config.models[0].steps;
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0].targets[0].weight, 3);
+    assert_eq!(steps[0].balance, sluice_config::Balance::LeastInFlight);
+    assert_eq!(steps[1].targets[0].model.as_deref(), Some("big"));
+    assert_eq!(config.routing.max_attempts, 4);
+    assert_eq!(config.routing.breaker.failure_ratio, 0.25);
+
+    let err = error_of("upstreams:\n  a: {base_url: 'http://x'}\nmodels:\n  - {name: m, upstream: a, chain: [{targets: [{upstream: a}]}]}\n");
+    assert!(err.starts_with("models[0]: give either"), "{err}");
+    let err = error_of("upstreams:\n  a: {base_url: 'http://x'}\nmodels:\n  - {name: m, chain: [{targets: [{upstream: z}]}]}\n");
+    assert!(
+        err.starts_with("models[0].chain[0].targets[0].upstream: unknown upstream"),
+        "{err}"
+    );
+    let err = error_of("upstreams:\n  a: {base_url: 'http://x'}\nmodels:\n  - {name: m, chain: [{targets: [{upstream: a}], balance: fastest}]}\n");
+    assert!(
+        err.starts_with("models[0].chain[0].balance: expected"),
+        "{err}"
     );
 }

@@ -74,6 +74,8 @@ pub struct MockStats {
     connections_opened: AtomicU64,
     connections_closed: AtomicU64,
     pub(crate) streams_finished: AtomicU64,
+    /// When non-zero, every request without its own `x-mock-status` gets this status.
+    fail_status: std::sync::atomic::AtomicU16,
     last_request: Mutex<Option<RecordedRequest>>,
 }
 
@@ -98,6 +100,13 @@ impl MockStats {
     /// nothing between it and the mock buffered the stream.
     pub fn streams_finished(&self) -> u64 {
         self.streams_finished.load(Ordering::SeqCst)
+    }
+
+    /// Makes every later request (without its own `x-mock-status`) fail with
+    /// `status`, or succeed again with `None`: an upstream going down and up.
+    pub fn set_fail_status(&self, status: Option<u16>) {
+        self.fail_status
+            .store(status.unwrap_or(0), Ordering::SeqCst);
     }
 
     /// The most recent request, when recording is on.
@@ -194,7 +203,10 @@ async fn handle(
     stats: Arc<MockStats>,
 ) -> Result<Response<MockBody>, std::convert::Infallible> {
     stats.requests.fetch_add(1, Ordering::SeqCst);
-    let status = header_num(&req, "x-mock-status");
+    let status = header_num(&req, "x-mock-status").or_else(|| {
+        let fail = stats.fail_status.load(Ordering::SeqCst);
+        (fail != 0).then_some(u64::from(fail))
+    });
     let delay = header_num(&req, "x-mock-delay-ms").map_or(options.latency, Duration::from_millis);
     let plan = mock_body::StreamPlan {
         chunks: header_num(&req, "x-mock-chunks").map_or(options.chunks, |n| n as usize),

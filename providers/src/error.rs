@@ -27,6 +27,28 @@ pub enum ProviderError {
         /// The name the client sent.
         model: String,
     },
+    /// The request uses something the target provider cannot express (an
+    /// audio part, an image URL where only inline images are accepted, tool
+    /// arguments that are not a JSON object). Answered with 400.
+    #[error("This request cannot be sent to the selected provider: {detail}.")]
+    Unsupported {
+        /// What could not be translated; holds no secrets.
+        detail: String,
+    },
+    /// The target provider has no such endpoint (e.g. embeddings on
+    /// Anthropic). Answered with 400.
+    #[error("The {endpoint} endpoint is not available for this model.")]
+    UnsupportedEndpoint {
+        /// The endpoint's label.
+        endpoint: &'static str,
+    },
+    /// Signing the upstream request failed (Bedrock SigV4). An internal
+    /// error: answered with 500 and a generic message.
+    #[error("could not sign the upstream request: {detail}")]
+    Signing {
+        /// The signer's description; holds no secrets.
+        detail: String,
+    },
 }
 
 impl ProviderError {
@@ -37,6 +59,9 @@ impl ProviderError {
             ProviderError::InvalidField { .. } => "invalid_field",
             ProviderError::MissingModel => "missing_model",
             ProviderError::UnknownModel { .. } => "unknown_model",
+            ProviderError::Unsupported { .. } => "unsupported_content",
+            ProviderError::UnsupportedEndpoint { .. } => "unsupported_endpoint",
+            ProviderError::Signing { .. } => "signing_failed",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Provider adapters and the router.
 //!
-//! Start at [`Router`]: it maps the `"model"` a client asked for to an
-//! [`UpstreamTarget`] (where to send it and under which model name). The
+//! Start at [`Router`]: it maps the `"model"` a client asked for to a plan
+//! of [`Candidate`]s — a failover chain of [`UpstreamTarget`]s, each with its
+//! [`UpstreamHealth`] (circuit breaker, in-flight count, latency average). The
 //! request body is read through [`RoutingFields::parse`], which looks only at
 //! what routing needs and keeps the rest as raw bytes, so a pass-through
 //! request is forwarded untouched but for the model name. [`openai`] is the
@@ -10,6 +11,7 @@
 
 mod endpoint;
 mod error;
+pub mod health;
 pub mod openai;
 mod request;
 mod router;
@@ -18,5 +20,6 @@ mod usage;
 pub use endpoint::Endpoint;
 pub use error::ProviderError;
 pub use request::RoutingFields;
-pub use router::{Route, Router, UpstreamTarget};
+pub use health::{AttemptGuard, BreakerState, UpstreamHealth};
+pub use router::{Candidate, Route, Router, UpstreamTarget};
 pub use usage::{Usage, UsageTracker};

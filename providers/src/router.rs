@@ -1,45 +1,66 @@
-//! From the client's model name to the upstream that serves it.
+//! From the client's model name to an ordered plan of upstream attempts.
+//!
+//! A model name maps to a failover chain of steps; [`Router::plan`] turns a
+//! chain into the order in which to try targets: each step's targets ordered
+//! by its balance strategy (the chosen one first, then the others), step
+//! after step, repeated until `routing.max_attempts` candidates are listed
+//! (so a one-target chain is retried). Whether a candidate may be tried now
+//! (breaker, `retry-after` cool-down) is decided when it is tried, through
+//! [`UpstreamHealth::begin`].
 
+use crate::health::UpstreamHealth;
 use crate::openai::OpenAiCompatible;
 use crate::ProviderError;
-use sluice_config::{Config, UpstreamSettings, WILDCARD_MODEL};
+use rand::Rng;
+use sluice_config::{
+    Balance, Config, RouteStep, RoutingSettings, UpstreamSettings, WILDCARD_MODEL,
+};
 use std::collections::HashMap;
 
-/// An upstream server as the router hands it out: its settings and adapter.
+/// An upstream server as the router hands it out.
 #[derive(Debug)]
 pub struct UpstreamTarget {
     /// Validated settings (address, timeouts).
     pub settings: UpstreamSettings,
     /// The wire adapter.
     pub adapter: OpenAiCompatible,
+    /// Breaker, in-flight count, latency average.
+    pub health: UpstreamHealth,
 }
 
-/// Where one request goes.
+#[derive(Debug)]
+struct Group {
+    name: String,
+    steps: Vec<RouteStep>,
+}
+
+/// What a client's model name resolved to.
 #[derive(Debug, Clone, Copy)]
 pub struct Route<'r> {
-    /// The client-visible name to use in metrics: the configured name, or
-    /// `"*"` for names matched by the wildcard (keeps label cardinality bounded).
+    /// The name to use in metrics: the configured name, or `"*"` for names
+    /// matched by the wildcard (keeps label cardinality bounded).
     pub model_label: &'r str,
-    /// Index of the upstream in [`Router::targets`].
+    group: &'r Group,
+    client_model: &'r str,
+}
+
+/// One planned attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate<'r> {
+    /// Index into [`Router::targets`].
     pub target: usize,
     /// The model name to send upstream.
     pub upstream_model: &'r str,
 }
 
-#[derive(Debug)]
-struct Entry {
-    name: String,
-    target: usize,
-    upstream_model: Option<String>,
-}
-
-/// Maps model names to upstream targets; built once per config.
+/// Maps model names to failover plans; built once per config.
 #[derive(Debug)]
 pub struct Router {
     targets: Vec<UpstreamTarget>,
-    by_name: HashMap<String, Entry>,
-    wildcard: Option<usize>,
+    by_name: HashMap<String, Group>,
+    wildcard: Option<Group>,
     listed: Vec<String>,
+    settings: RoutingSettings,
 }
 
 impl Router {
@@ -51,22 +72,20 @@ impl Router {
             .map(|settings| UpstreamTarget {
                 adapter: OpenAiCompatible::new(settings),
                 settings: settings.clone(),
+                health: UpstreamHealth::new(config.routing.breaker),
             })
             .collect();
         let mut by_name = HashMap::with_capacity(config.models.len());
         let mut wildcard = None;
         for m in &config.models {
+            let group = Group {
+                name: m.name.clone(),
+                steps: m.steps.clone(),
+            };
             if m.name == WILDCARD_MODEL {
-                wildcard = Some(m.upstream);
+                wildcard = Some(group);
             } else {
-                by_name.insert(
-                    m.name.clone(),
-                    Entry {
-                        name: m.name.clone(),
-                        target: m.upstream,
-                        upstream_model: m.upstream_model.clone(),
-                    },
-                );
+                by_name.insert(m.name.clone(), group);
             }
         }
         Router {
@@ -74,23 +93,24 @@ impl Router {
             by_name,
             wildcard,
             listed: config.listed_models().map(|m| m.name.clone()).collect(),
+            settings: config.routing,
         }
     }
 
     /// Resolves a client's model name.
     pub fn resolve<'r>(&'r self, model: &'r str) -> Result<Route<'r>, ProviderError> {
-        if let Some(entry) = self.by_name.get(model) {
+        if let Some(group) = self.by_name.get(model) {
             return Ok(Route {
-                model_label: &entry.name,
-                target: entry.target,
-                upstream_model: entry.upstream_model.as_deref().unwrap_or(&entry.name),
+                model_label: &group.name,
+                group,
+                client_model: model,
             });
         }
-        match self.wildcard {
-            Some(target) => Ok(Route {
+        match &self.wildcard {
+            Some(group) => Ok(Route {
                 model_label: WILDCARD_MODEL,
-                target,
-                upstream_model: model,
+                group,
+                client_model: model,
             }),
             None => Err(ProviderError::UnknownModel {
                 model: model.to_string(),
@@ -98,13 +118,81 @@ impl Router {
         }
     }
 
-    /// All upstream targets, indexed by [`Route::target`].
+    /// The order in which to try targets for `route`.
+    pub fn plan<'r>(&'r self, route: &Route<'r>) -> Vec<Candidate<'r>> {
+        let max = self.settings.max_attempts as usize;
+        let mut rng = rand::rng();
+        let mut once: Vec<Candidate<'r>> = Vec::new();
+        for step in &route.group.steps {
+            for index in self.order(step, &mut rng) {
+                let t = &step.targets[index];
+                once.push(Candidate {
+                    target: t.upstream,
+                    upstream_model: t.model.as_deref().unwrap_or(route.client_model),
+                });
+            }
+        }
+        once.iter().copied().cycle().take(max.max(1)).collect()
+    }
+
+    /// The indexes of a step's targets, best first.
+    fn order(&self, step: &RouteStep, rng: &mut impl Rng) -> Vec<usize> {
+        let n = step.targets.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        if n < 2 {
+            return order;
+        }
+        let health = |i: usize| &self.targets[step.targets[i].upstream].health;
+        match step.balance {
+            Balance::Weighted => {
+                // Weighted sampling without replacement: each position by weight.
+                let mut weights: Vec<u32> = step.targets.iter().map(|t| t.weight).collect();
+                for slot in 0..n {
+                    let total: u64 = weights[slot..].iter().map(|w| u64::from(*w)).sum();
+                    let mut pick = rng.random_range(0..total.max(1));
+                    let mut chosen = slot;
+                    for (i, w) in weights.iter().enumerate().skip(slot) {
+                        if pick < u64::from(*w) {
+                            chosen = i;
+                            break;
+                        }
+                        pick -= u64::from(*w);
+                    }
+                    weights.swap(slot, chosen);
+                    order.swap(slot, chosen);
+                }
+            }
+            Balance::LeastInFlight => {
+                // Random tie-break: shuffle, then a stable sort.
+                for i in (1..n).rev() {
+                    order.swap(i, rng.random_range(0..=i));
+                }
+                order.sort_by_key(|i| health(*i).in_flight());
+            }
+            Balance::PowerOfTwoLatency => {
+                for i in (1..n).rev() {
+                    order.swap(i, rng.random_range(0..=i));
+                }
+                // Unmeasured targets (0) go first so they get measured.
+                if health(order[1]).latency_ewma_us() < health(order[0]).latency_ewma_us() {
+                    order.swap(0, 1);
+                }
+            }
+        }
+        order
+    }
+
+    /// All upstream targets, indexed by [`Candidate::target`].
     pub fn targets(&self) -> &[UpstreamTarget] {
         &self.targets
     }
 
-    /// Whether `name` is a configured (non-wildcard) model: used to bound
-    /// metric label values.
+    /// Failover and retry policy.
+    pub fn settings(&self) -> &RoutingSettings {
+        &self.settings
+    }
+
+    /// Whether `name` is a configured (non-wildcard) model.
     pub fn is_listed(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
     }
@@ -124,20 +212,35 @@ mod tests {
 upstreams:
   a: {base_url: 'http://127.0.0.1:1/v1'}
   b: {base_url: 'http://127.0.0.1:2/v1'}
+  c: {base_url: 'http://127.0.0.1:3/v1'}
+routing: {max_attempts: 5}
 models:
   - {name: fast, upstream: b, upstream_model: llama}
   - {name: gpt-4o, upstream: a}
+  - name: chained
+    chain:
+      - targets: [{upstream: a, model: m-a, weight: 9}, {upstream: b, model: m-b, weight: 1}]
+      - targets: [{upstream: c}]
 ";
+
+    fn router(yaml: &str) -> Router {
+        Router::new(&load_str(yaml, &|_| None).unwrap())
+    }
 
     #[test]
     fn resolves_names_and_rewrites() {
-        let router = Router::new(&load_str(YAML, &|_| None).unwrap());
+        let router = router(YAML);
         let r = router.resolve("fast").unwrap();
-        assert_eq!(router.targets()[r.target].settings.name, "b");
-        assert_eq!(r.upstream_model, "llama");
-        let r = router.resolve("gpt-4o").unwrap();
-        assert_eq!(r.upstream_model, "gpt-4o");
-        assert_eq!(router.listed_models(), ["fast", "gpt-4o"]);
+        let plan = router.plan(&r);
+        assert_eq!(router.targets()[plan[0].target].settings.name, "b");
+        assert_eq!(plan[0].upstream_model, "llama");
+        assert_eq!(
+            plan.len(),
+            5,
+            "a one-target chain is retried up to max_attempts"
+        );
+        assert!(plan.iter().all(|c| *c == plan[0]));
+        assert_eq!(router.listed_models(), ["fast", "gpt-4o", "chained"]);
         assert_eq!(
             router.resolve("nope").unwrap_err(),
             ProviderError::UnknownModel {
@@ -147,11 +250,59 @@ models:
     }
 
     #[test]
+    fn chains_list_every_step_in_order_and_weights_pick_the_first() {
+        let router = router(YAML);
+        let r = router.resolve("chained").unwrap();
+        let mut a_first = 0;
+        for _ in 0..1000 {
+            let plan = router.plan(&r);
+            let names: Vec<&str> = plan
+                .iter()
+                .map(|c| router.targets()[c.target].settings.name.as_str())
+                .collect();
+            assert_eq!(names.len(), 5);
+            assert_eq!(names[2], "c", "step 2 after both step-1 targets: {names:?}");
+            assert_eq!(plan[2].upstream_model, "chained");
+            if names[0] == "a" {
+                a_first += 1;
+                assert_eq!(plan[0].upstream_model, "m-a");
+            }
+        }
+        assert!(
+            (850..=950).contains(&a_first),
+            "weight 9:1 -> {a_first}/1000"
+        );
+    }
+
+    #[test]
+    fn least_in_flight_prefers_the_idle_target() {
+        let yaml = "
+upstreams:
+  a: {base_url: 'http://127.0.0.1:1/v1'}
+  b: {base_url: 'http://127.0.0.1:2/v1'}
+models:
+  - name: m
+    chain: [{targets: [{upstream: a}, {upstream: b}], balance: least_in_flight}]
+";
+        let router = router(yaml);
+        let busy = router.targets()[0].health.begin().unwrap();
+        let r = router.resolve("m").unwrap();
+        for _ in 0..20 {
+            assert_eq!(
+                router.targets()[router.plan(&r)[0].target].settings.name,
+                "b"
+            );
+        }
+        drop(busy);
+    }
+
+    #[test]
     fn wildcard_forwards_unknown_names_unchanged() {
         let yaml = format!("{YAML}  - {{name: '*', upstream: a}}\n");
-        let router = Router::new(&load_str(&yaml, &|_| None).unwrap());
+        let router = router(&yaml);
         let r = router.resolve("o3-mini").unwrap();
-        assert_eq!((r.model_label, r.upstream_model), ("*", "o3-mini"));
+        assert_eq!(r.model_label, "*");
+        assert_eq!(router.plan(&r)[0].upstream_model, "o3-mini");
         assert!(!router.is_listed("o3-mini"));
     }
 }

@@ -57,6 +57,18 @@ pub enum GatewayError {
     /// A hard budget refused the request.
     #[error(transparent)]
     Budget(#[from] BudgetRejection),
+    /// Every planned upstream attempt failed before answering.
+    #[error("{message}")]
+    AllAttemptsFailed {
+        /// 429 (all rate-limited), 503 (overloaded / none tried), 504 (all timed out) or 502.
+        status: u16,
+        /// OpenAI-style error code.
+        code: &'static str,
+        /// Each attempt, named by upstream (config names only, never addresses).
+        message: String,
+        /// The shortest `retry-after` an upstream sent, if any.
+        retry_after: Option<Duration>,
+    },
     /// The upstream did not answer in time.
     #[error("upstream {upstream} timed out: {phase}")]
     UpstreamTimeout {
@@ -91,6 +103,7 @@ impl GatewayError {
             GatewayError::Quota(_) | GatewayError::Budget(_) => 429,
             GatewayError::QuotaStoreUnavailable => 503,
             GatewayError::UpstreamUnavailable { .. } => 502,
+            GatewayError::AllAttemptsFailed { status, .. } => *status,
             GatewayError::UpstreamTimeout { .. } => 504,
         }
     }
@@ -111,6 +124,7 @@ impl GatewayError {
             GatewayError::Budget(_) => "budget_exceeded",
             GatewayError::QuotaStoreUnavailable => "quota_store_unavailable",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            GatewayError::AllAttemptsFailed { .. } => "all_attempts_failed",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
         }
     }
@@ -122,6 +136,7 @@ impl GatewayError {
                 LimitKind::Requests | LimitKind::Concurrency => "requests",
             },
             GatewayError::Budget(_) => "insufficient_quota",
+            GatewayError::AllAttemptsFailed { status: 429, .. } => "requests",
             _ if self.status() >= 500 => "server_error",
             _ => "invalid_request_error",
         }
@@ -133,6 +148,7 @@ impl GatewayError {
             | GatewayError::Provider(ProviderError::MissingModel) => Some("model_not_found"),
             GatewayError::Provider(ProviderError::MalformedJson { .. }) => Some("invalid_json"),
             GatewayError::Provider(ProviderError::InvalidField { .. }) => Some("invalid_type"),
+            GatewayError::Provider(_) => None,
             GatewayError::BodyTooLarge { .. } => Some("request_too_large"),
             GatewayError::BodyRead => None,
             GatewayError::UnknownRoute { .. } => Some("unknown_url"),
@@ -143,6 +159,7 @@ impl GatewayError {
             GatewayError::Budget(_) => Some("insufficient_quota"),
             GatewayError::QuotaStoreUnavailable => Some("service_unavailable"),
             GatewayError::UpstreamUnavailable { .. } => Some("upstream_unavailable"),
+            GatewayError::AllAttemptsFailed { code, .. } => Some(code),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
         }
     }
@@ -166,6 +183,10 @@ impl GatewayError {
                 h.push(("retry-after", secs.max(1).to_string()));
                 h
             }
+            GatewayError::AllAttemptsFailed {
+                retry_after: Some(after),
+                ..
+            } => vec![("retry-after", after.as_secs().max(1).to_string())],
             _ => Vec::new(),
         }
     }

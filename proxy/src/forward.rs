@@ -6,18 +6,14 @@
 //! the client as they arrive, never buffered to the end.
 
 use crate::error::GatewayError;
+use crate::failover::upstream_failure;
 use crate::gateway::{Gateway, RequestCtx};
 use crate::upstream::POOL_IDLE_TIMEOUT;
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::Connector;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::ServerSession;
-use pingora::upstreams::peer::HttpPeer;
-use pingora::ErrorType;
-use sluice_providers::openai::CLIENT_HEADERS_NOT_FORWARDED;
 use sluice_providers::{Endpoint, RoutingFields, UpstreamTarget, UsageTracker};
-use std::time::Instant;
 
 /// How relaying a response body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +64,6 @@ impl Gateway {
             )
             .await?;
         ctx.model_label = route.model_label.to_string();
-        let target = &self.router.targets()[route.target];
         let span = tracing::Span::current();
         if let Some(key) = &caller.key {
             span.record("tenant", key.tenant.as_str());
@@ -76,25 +71,20 @@ impl Gateway {
         }
         span.record("priority", caller.priority.as_str());
         span.record("model", route.model_label);
+
+        let plan = self.router.plan(&route);
+        let answer = self
+            .try_candidates(session, endpoint, ctx, &fields, &body, &plan)
+            .await?;
+        let mut upstream = answer.upstream;
+        let target = &self.router.targets()[answer.target];
         span.record("upstream", target.settings.name.as_str());
 
-        let (upstream_body, asked_usage) = fields.body_for_upstream(&body, route.upstream_model);
-        let request = upstream_request(session, target, endpoint, ctx, upstream_body.len())
-            .map_err(|_| unavailable(target, "could not build the upstream request"))?;
-        let peer = self.upstreams.peer(route.target).await?;
-        let connector = &self.upstreams.connector;
-
-        let sent = Instant::now();
-        let mut upstream = self
-            .exchange(connector, peer, target, &request, &upstream_body)
-            .await?;
-        self.metrics
-            .upstream_first_byte
-            .with_label_values(&[target.settings.name.as_str()])
-            .observe(sent.elapsed().as_secs_f64());
-
         let Some(upstream_header) = upstream.response_header() else {
-            return Err(unavailable(target, "no response header"));
+            return Err(GatewayError::UpstreamUnavailable {
+                upstream: target.settings.name.clone(),
+                cause: "no response header",
+            });
         };
         let is_sse = upstream_header
             .headers
@@ -102,7 +92,12 @@ impl Gateway {
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let mut header = self
             .client_response_header(upstream_header, ctx, session.is_http2())
-            .map_err(|_| unavailable(target, "invalid response header"))?;
+            .map_err(|_| GatewayError::UpstreamUnavailable {
+                upstream: target.settings.name.clone(),
+                cause: "invalid response header",
+            })?;
+        let _ = header.insert_header("x-sluice-target", target.settings.name.as_str());
+        let _ = header.insert_header("x-sluice-attempts", answer.attempts);
         if let Some(admission) = &caller.admission {
             for (name, value) in crate::error::rate_limit_headers(admission.status()) {
                 let _ = header.insert_header(name, value);
@@ -120,14 +115,17 @@ impl Gateway {
         }
 
         upstream.set_read_timeout(Some(target.settings.idle_timeout));
-        let mut tracker = UsageTracker::new(is_sse, asked_usage);
+        let mut tracker = UsageTracker::new(is_sse, answer.asked_usage);
         let outcome = self
             .relay_body(session, &mut upstream, &mut tracker, target, is_sse)
             .await;
         if outcome == RelayOutcome::Completed && upstream.response_done() {
-            connector
-                .release_http_session(upstream, peer, Some(POOL_IDLE_TIMEOUT))
-                .await;
+            if let Ok(peer) = self.upstreams.peer(answer.target).await {
+                self.upstreams
+                    .connector
+                    .release_http_session(upstream, peer, Some(POOL_IDLE_TIMEOUT))
+                    .await;
+            }
         } else {
             upstream.shutdown().await;
         }
@@ -161,7 +159,7 @@ impl Gateway {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let error = self.upstream_failure(target, &e, "reading the response body");
+                    let error = upstream_failure(target, &e, "reading the response body");
                     tracing::warn!(error = %e, "upstream broke off mid-response");
                     let rest = tracker.finish();
                     if is_sse {
@@ -186,92 +184,6 @@ impl Gateway {
         RelayOutcome::Completed
     }
 
-    /// Sends the request and reads the response header. A pooled connection
-    /// the upstream has quietly closed is retried once on a fresh one; any
-    /// other failure is final.
-    async fn exchange(
-        &self,
-        connector: &Connector,
-        peer: &HttpPeer,
-        target: &UpstreamTarget,
-        request: &RequestHeader,
-        body: &Bytes,
-    ) -> Result<HttpSession, GatewayError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (mut upstream, reused) = connector
-                .get_http_session(peer)
-                .await
-                .map_err(|e| self.upstream_failure(target, &e, "connecting"))?;
-            upstream.set_read_timeout(Some(target.settings.first_byte_timeout));
-            upstream.set_write_timeout(Some(target.settings.first_byte_timeout));
-            let sent = async {
-                upstream
-                    .write_request_header(Box::new(request.clone()))
-                    .await?;
-                upstream.write_request_body(body.clone(), true).await?;
-                upstream.finish_request_body().await?;
-                upstream.read_response_header().await
-            }
-            .await;
-            match sent {
-                Ok(()) => return Ok(upstream),
-                Err(e) if reused && attempt == 1 && !is_timeout(e.etype()) => {
-                    tracing::debug!(error = %e, "pooled upstream connection was stale; retrying on a new one");
-                    upstream.shutdown().await;
-                }
-                Err(e) => {
-                    upstream.shutdown().await;
-                    return Err(self.upstream_failure(
-                        target,
-                        &e,
-                        "waiting for the response header",
-                    ));
-                }
-            }
-        }
-    }
-
-    /// Classifies a pingora error into what the client sees, counting it.
-    fn upstream_failure(
-        &self,
-        target: &UpstreamTarget,
-        error: &pingora::Error,
-        phase: &'static str,
-    ) -> GatewayError {
-        let upstream = target.settings.name.clone();
-        let failure = if is_timeout(error.etype()) {
-            GatewayError::UpstreamTimeout {
-                upstream,
-                phase: match error.etype() {
-                    ErrorType::ConnectTimedout => "connect",
-                    _ if phase == "reading the response body" => "idle between response chunks",
-                    _ => "first byte",
-                },
-            }
-        } else {
-            GatewayError::UpstreamUnavailable {
-                upstream,
-                cause: match error.etype() {
-                    ErrorType::ConnectRefused => "connection refused",
-                    ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert => {
-                        "TLS handshake failed"
-                    }
-                    ErrorType::ConnectError | ErrorType::ConnectNoRoute => "could not connect",
-                    _ if phase == "reading the response body" => "connection broke mid-response",
-                    _ => "connection failed before a response",
-                },
-            }
-        };
-        tracing::debug!(error = %error, phase, "upstream failure");
-        self.metrics
-            .upstream_errors
-            .with_label_values(&[target.settings.name.as_str(), failure.kind()])
-            .inc();
-        failure
-    }
-
     /// The client's response header: the upstream's status and headers, less
     /// hop-by-hop ones, plus sluice's own.
     fn client_response_header(
@@ -293,20 +205,6 @@ impl Gateway {
             header.insert_header("transfer-encoding", "chunked")?;
         }
         Ok(header)
-    }
-}
-
-fn is_timeout(kind: &ErrorType) -> bool {
-    matches!(
-        kind,
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    )
-}
-
-fn unavailable(target: &UpstreamTarget, cause: &'static str) -> GatewayError {
-    GatewayError::UpstreamUnavailable {
-        upstream: target.settings.name.clone(),
-        cause,
     }
 }
 
@@ -353,35 +251,4 @@ async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, G
         Some(buf) => buf.freeze(),
         None => first.unwrap_or_default(),
     })
-}
-
-/// The request header sent upstream: the client's headers minus hop-by-hop
-/// and credential headers, plus the upstream's own.
-fn upstream_request(
-    session: &ServerSession,
-    target: &UpstreamTarget,
-    endpoint: Endpoint,
-    ctx: &RequestCtx,
-    body_len: usize,
-) -> pingora::Result<RequestHeader> {
-    let client = session.req_header();
-    let adapter = &target.adapter;
-    let mut request = RequestHeader::build(
-        "POST",
-        adapter.path(endpoint).as_bytes(),
-        Some(client.headers.len() + 4),
-    )?;
-    for (name, value) in client.headers.iter() {
-        if CLIENT_HEADERS_NOT_FORWARDED.contains(&name.as_str()) || name == "x-request-id" {
-            continue;
-        }
-        request.append_header(name.clone(), value.clone())?;
-    }
-    request.insert_header("host", adapter.host_header())?;
-    request.insert_header("content-length", body_len)?;
-    request.insert_header("x-request-id", ctx.request_id.as_str())?;
-    for (name, value) in adapter.headers() {
-        request.insert_header(name.to_string(), value)?;
-    }
-    Ok(request)
 }

@@ -161,6 +161,12 @@ impl Gateway {
                 if let Some(up) = self.access.quotas.store_up() {
                     self.metrics.quota_store_up.set(i64::from(up));
                 }
+                for target in self.router.targets() {
+                    self.metrics
+                        .upstream_breaker_state
+                        .with_label_values(&[target.settings.name.as_str()])
+                        .set(target.health.breaker_state().as_gauge());
+                }
                 let errors = self.access.quotas.store_errors();
                 let seen = self.metrics.quota_store_errors.get();
                 self.metrics

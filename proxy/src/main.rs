@@ -9,6 +9,7 @@
 mod access;
 mod cli;
 mod error;
+mod failover;
 mod forward;
 mod gateway;
 mod logging;

@@ -21,6 +21,10 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Requests being served now, by route.
     pub in_flight: IntGaugeVec,
+    /// Upstream attempts, by upstream.
+    pub upstream_attempts: IntCounterVec,
+    /// Circuit breaker state by upstream: 0 closed, 1 half-open, 2 open.
+    pub upstream_breaker_state: IntGaugeVec,
     /// Upstream failures, by upstream and kind.
     pub upstream_errors: IntCounterVec,
     /// Time from sending a request upstream to its response headers, by upstream.
@@ -58,6 +62,20 @@ impl Metrics {
             ),
             &["upstream", "kind"],
         )?;
+        let upstream_attempts = IntCounterVec::new(
+            Opts::new(
+                "sluice_upstream_attempts_total",
+                "Upstream attempts, failovers and retries included.",
+            ),
+            &["upstream"],
+        )?;
+        let upstream_breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "sluice_upstream_breaker_state",
+                "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open.",
+            ),
+            &["upstream"],
+        )?;
         let upstream_first_byte = HistogramVec::new(
             HistogramOpts::new(
                 "sluice_upstream_first_byte_seconds",
@@ -81,6 +99,8 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(upstream_first_byte.clone()))?;
+        registry.register(Box::new(upstream_attempts.clone()))?;
+        registry.register(Box::new(upstream_breaker_state.clone()))?;
         let quota_store_up = IntGauge::new(
             "sluice_quota_store_up",
             "1 while the shared quota store (Redis) answers, else 0.",
@@ -99,6 +119,8 @@ impl Metrics {
             in_flight,
             upstream_errors,
             upstream_first_byte,
+            upstream_attempts,
+            upstream_breaker_state,
             quota_store_up,
             quota_store_errors,
         })

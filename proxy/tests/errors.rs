@@ -96,12 +96,21 @@ async fn refused_upstream_is_502_without_leaking_addresses() {
         .text()
         .await
         .unwrap();
+    // Three attempts (the default `routing.max_attempts`), each refused.
+    assert!(
+        error
+            .message
+            .starts_with("All 3 upstream attempts failed: mock (connection refused)"),
+        "{}",
+        error.message
+    );
     assert!(
         metrics.contains(
-            r#"sluice_upstream_errors_total{kind="upstream_unavailable",upstream="mock"} 1"#
+            r#"sluice_upstream_errors_total{kind="upstream_unavailable",upstream="mock"} 3"#
         ),
         "{metrics}"
     );
+    assert!(metrics.contains(r#"sluice_upstream_attempts_total{upstream="mock"} 3"#));
 }
 
 #[tokio::test]

@@ -358,10 +358,10 @@ async fn health_probes_and_metrics() {
         "{metrics}"
     );
     assert!(metrics.contains(
-        r#"sluice_requests_total{model="fast",route="chat_completions",status="500"} 1"#
+        r#"sluice_requests_total{model="fast",route="chat_completions",status="502"} 1"#
     ));
     assert!(metrics.contains("sluice_request_duration_seconds_bucket"));
-    assert!(metrics.contains(r#"sluice_upstream_first_byte_seconds_count{upstream="mock"} 2"#));
+    assert!(metrics.contains(r#"sluice_upstream_first_byte_seconds_count{upstream="mock"} 4"#));
     assert!(metrics.contains(r#"sluice_requests_in_flight{route="chat_completions"} 0"#));
     assert!(metrics.contains(r#"sluice_requests_in_flight{route="metrics"} 1"#));
 }
