@@ -1,0 +1,381 @@
+//! The per-node hash chain over stored records, and its canonical encoding.
+//!
+//! Every row carries `prev_hash` (the `hash` of the row before it in the same
+//! node's chain; 32 zero bytes for `seq = 1`) and its own
+//! `hash = SHA-256(canonical_bytes(prev_hash, row))`. Editing any column,
+//! deleting or inserting a row, or reordering rows breaks the chain at that
+//! row; [`crate::Store::verify`] finds it. Deleting the *newest* rows of a
+//! chain cannot be seen from the rows alone: compare `last_seq` with the
+//! node's own count if that matters.
+//!
+//! # Canonical encoding, version 1
+//!
+//! The bytes hashed are, in this order:
+//!
+//! 1. the tag `b"sluice-ledger/v1\n"` (17 bytes);
+//! 2. `prev_hash`, 32 raw bytes;
+//! 3. every column below, in this order, each encoded as
+//!    - *int*: 8 bytes, big-endian two's complement `i64`;
+//!    - *text*: 4-byte big-endian byte length, then the UTF-8 bytes;
+//!    - *optional*: one byte `0x00` when NULL, else `0x01` followed by the value.
+//!
+//! | column | encoding |
+//! | --- | --- |
+//! | node_id | text |
+//! | seq | int |
+//! | record_id | text |
+//! | time_us | int |
+//! | request_id | text |
+//! | tenant | optional text |
+//! | key_id | optional text |
+//! | model | text |
+//! | provider | text |
+//! | upstream_model | text |
+//! | prompt_tokens | int |
+//! | completion_tokens | int |
+//! | cached_prompt_tokens | int |
+//! | usage_source | text (`reported` / `counted`) |
+//! | cost_micros | int |
+//! | priced | int (0 / 1) |
+//! | latency_ms | int |
+//! | ttft_ms | optional int |
+//! | http_status | int |
+//! | stream | int (0 / 1) |
+//! | end_state | text (`completed` / `cancelled` / `broken`) |
+//!
+//! The values are exactly the stored column values ([`LedgerRow`]), so a
+//! verifier needs nothing but the table. Hashes are stored as 64 lower-case
+//! hex characters.
+
+use sha2::{Digest, Sha256};
+
+use crate::record::{EndState, UsageRecord, UsageSource};
+
+/// Domain-separation tag and encoding version.
+const TAG: &[u8] = b"sluice-ledger/v1\n";
+
+/// A SHA-256 digest.
+pub type Hash = [u8; 32];
+
+/// The `prev_hash` of the first row of every chain.
+pub const GENESIS_HASH: Hash = [0; 32];
+
+/// One stored row: the column values exactly as written to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// The gateway node whose chain holds the row.
+    pub node_id: String,
+    /// Position in the node's chain, from 1 without gaps.
+    pub seq: i64,
+    /// Unique id assigned when the record entered the ledger (idempotent replay key).
+    pub record_id: String,
+    /// See [`UsageRecord::time_us`].
+    pub time_us: i64,
+    /// See [`UsageRecord::request_id`].
+    pub request_id: String,
+    /// See [`UsageRecord::tenant`].
+    pub tenant: Option<String>,
+    /// See [`UsageRecord::key_id`].
+    pub key_id: Option<String>,
+    /// See [`UsageRecord::model`].
+    pub model: String,
+    /// See [`UsageRecord::provider`].
+    pub provider: String,
+    /// See [`UsageRecord::upstream_model`].
+    pub upstream_model: String,
+    /// Prompt tokens (saturated at `i64::MAX`).
+    pub prompt_tokens: i64,
+    /// Completion tokens (saturated at `i64::MAX`).
+    pub completion_tokens: i64,
+    /// Cached prompt tokens (saturated at `i64::MAX`).
+    pub cached_prompt_tokens: i64,
+    /// See [`UsageRecord::usage_source`].
+    pub usage_source: UsageSource,
+    /// See [`UsageRecord::cost_micros`].
+    pub cost_micros: i64,
+    /// See [`UsageRecord::priced`].
+    pub priced: bool,
+    /// Milliseconds (saturated at `i64::MAX`).
+    pub latency_ms: i64,
+    /// Milliseconds (saturated at `i64::MAX`).
+    pub ttft_ms: Option<i64>,
+    /// See [`UsageRecord::http_status`].
+    pub http_status: i64,
+    /// See [`UsageRecord::stream`].
+    pub stream: bool,
+    /// See [`UsageRecord::end_state`].
+    pub end_state: EndState,
+}
+
+/// Text as stored: NUL characters (legal in JSON strings, refused by
+/// PostgreSQL `TEXT`) become U+FFFD, so no client-supplied string can make a
+/// batch unwritable on one backend and not the other.
+fn stored_text(value: &str) -> String {
+    if value.contains('\0') {
+        value.replace('\0', "\u{FFFD}")
+    } else {
+        value.to_string()
+    }
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl LedgerRow {
+    /// The row for `record` at position `seq` of `node_id`'s chain. Text
+    /// fields lose NUL characters (replaced by U+FFFD); numbers above
+    /// `i64::MAX` saturate.
+    pub fn new(node_id: &str, seq: i64, record_id: &str, record: &UsageRecord) -> LedgerRow {
+        LedgerRow {
+            node_id: node_id.to_string(),
+            seq,
+            record_id: record_id.to_string(),
+            time_us: record.time_us,
+            request_id: stored_text(&record.request_id),
+            tenant: record.tenant.as_deref().map(stored_text),
+            key_id: record.key_id.as_deref().map(stored_text),
+            model: stored_text(&record.model),
+            provider: stored_text(&record.provider),
+            upstream_model: stored_text(&record.upstream_model),
+            prompt_tokens: saturating_i64(record.usage.prompt_tokens),
+            completion_tokens: saturating_i64(record.usage.completion_tokens),
+            cached_prompt_tokens: saturating_i64(record.usage.cached_prompt_tokens),
+            usage_source: record.usage_source,
+            cost_micros: record.cost_micros,
+            priced: record.priced,
+            latency_ms: saturating_i64(record.latency_ms),
+            ttft_ms: record.ttft_ms.map(saturating_i64),
+            http_status: i64::from(record.http_status),
+            stream: record.stream,
+            end_state: record.end_state,
+        }
+    }
+
+    /// The canonical encoding of this row after `prev_hash` (module docs).
+    pub fn canonical_bytes(&self, prev_hash: &Hash) -> Vec<u8> {
+        let mut out = Encoder(Vec::with_capacity(256));
+        out.0.extend_from_slice(TAG);
+        out.0.extend_from_slice(prev_hash);
+        out.text(&self.node_id);
+        out.int(self.seq);
+        out.text(&self.record_id);
+        out.int(self.time_us);
+        out.text(&self.request_id);
+        out.optional_text(self.tenant.as_deref());
+        out.optional_text(self.key_id.as_deref());
+        out.text(&self.model);
+        out.text(&self.provider);
+        out.text(&self.upstream_model);
+        out.int(self.prompt_tokens);
+        out.int(self.completion_tokens);
+        out.int(self.cached_prompt_tokens);
+        out.text(self.usage_source.as_str());
+        out.int(self.cost_micros);
+        out.int(i64::from(self.priced));
+        out.int(self.latency_ms);
+        out.optional_int(self.ttft_ms);
+        out.int(self.http_status);
+        out.int(i64::from(self.stream));
+        out.text(self.end_state.as_str());
+        out.0
+    }
+
+    /// `SHA-256(canonical_bytes(prev_hash))`: the row's own hash.
+    pub fn hash(&self, prev_hash: &Hash) -> Hash {
+        Sha256::digest(self.canonical_bytes(prev_hash)).into()
+    }
+}
+
+struct Encoder(Vec<u8>);
+
+impl Encoder {
+    fn int(&mut self, value: i64) {
+        self.0.extend_from_slice(&value.to_be_bytes());
+    }
+
+    fn text(&mut self, value: &str) {
+        // Lengths over 4 GiB cannot occur: a row that large is refused by both databases.
+        let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(value.as_bytes());
+    }
+
+    fn optional_text(&mut self, value: Option<&str>) {
+        match value {
+            None => self.0.push(0),
+            Some(text) => {
+                self.0.push(1);
+                self.text(text);
+            }
+        }
+    }
+
+    fn optional_int(&mut self, value: Option<i64>) {
+        match value {
+            None => self.0.push(0),
+            Some(n) => {
+                self.0.push(1);
+                self.int(n);
+            }
+        }
+    }
+}
+
+/// Lower-case hex, as hashes are stored.
+pub fn hash_to_hex(hash: &Hash) -> String {
+    use std::fmt::Write;
+    hash.iter()
+        .fold(String::with_capacity(64), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
+}
+
+/// Parses 64 hex characters; `None` for anything else.
+pub fn hash_from_hex(text: &str) -> Option<Hash> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::TokenUsage;
+
+    fn sample_row() -> LedgerRow {
+        LedgerRow::new("node-a", 1, "rec-1", &sample_record())
+    }
+
+    fn sample_record() -> UsageRecord {
+        UsageRecord {
+            time_us: 1_700_000_000_000_000,
+            request_id: "req-1".into(),
+            tenant: Some("acme".into()),
+            key_id: None,
+            model: "gpt-4o".into(),
+            provider: "openai".into(),
+            upstream_model: "gpt-4o-2024-08-06".into(),
+            usage: TokenUsage {
+                prompt_tokens: 10,
+                completion_tokens: 20,
+                cached_prompt_tokens: 0,
+            },
+            usage_source: UsageSource::Reported,
+            cost_micros: 225,
+            priced: true,
+            latency_ms: 150,
+            ttft_ms: Some(40),
+            http_status: 200,
+            stream: true,
+            end_state: EndState::Completed,
+        }
+    }
+
+    #[test]
+    fn encoding_layout_is_stable() {
+        let row = sample_row();
+        let bytes = row.canonical_bytes(&GENESIS_HASH);
+        assert_eq!(&bytes[..17], b"sluice-ledger/v1\n");
+        assert_eq!(&bytes[17..49], &[0u8; 32]);
+        // node_id: length 6, "node-a"; then seq 1 as 8 bytes.
+        assert_eq!(&bytes[49..53], &[0, 0, 0, 6]);
+        assert_eq!(&bytes[53..59], b"node-a");
+        assert_eq!(&bytes[59..67], &1i64.to_be_bytes());
+        // Pinned digest: changing the encoding must be a deliberate, versioned act.
+        assert_eq!(
+            hash_to_hex(&row.hash(&GENESIS_HASH)),
+            PINNED_SAMPLE_HASH,
+            "canonical encoding changed"
+        );
+    }
+
+    const PINNED_SAMPLE_HASH: &str =
+        "789f7891d1d5522a3317a4ec5fbe96dbac4628a177408cdb71796d3a5a61ca55";
+
+    #[test]
+    fn every_column_and_the_link_change_the_hash() {
+        let row = sample_row();
+        let base = row.hash(&GENESIS_HASH);
+        let mut other_prev = GENESIS_HASH;
+        other_prev[31] = 1;
+        assert_ne!(row.hash(&other_prev), base);
+        let edits: &[fn(&mut LedgerRow)] = &[
+            |r| r.node_id.push('x'),
+            |r| r.seq += 1,
+            |r| r.record_id.push('x'),
+            |r| r.time_us += 1,
+            |r| r.request_id.push('x'),
+            |r| r.tenant = None,
+            |r| r.key_id = Some(String::new()),
+            |r| r.model.push('x'),
+            |r| r.provider.push('x'),
+            |r| r.upstream_model.push('x'),
+            |r| r.prompt_tokens += 1,
+            |r| r.completion_tokens += 1,
+            |r| r.cached_prompt_tokens += 1,
+            |r| r.usage_source = UsageSource::Counted,
+            |r| r.cost_micros += 1,
+            |r| r.priced = false,
+            |r| r.latency_ms += 1,
+            |r| r.ttft_ms = None,
+            |r| r.http_status = 500,
+            |r| r.stream = false,
+            |r| r.end_state = EndState::Broken,
+        ];
+        for (i, edit) in edits.iter().enumerate() {
+            let mut edited = row.clone();
+            edit(&mut edited);
+            assert_ne!(
+                edited.hash(&GENESIS_HASH),
+                base,
+                "edit {i} not covered by the hash"
+            );
+        }
+    }
+
+    #[test]
+    fn length_prefixes_keep_fields_apart() {
+        // "ab" + "c" and "a" + "bc" must not encode the same.
+        let mut one = sample_row();
+        one.model = "ab".into();
+        one.provider = "c".into();
+        let mut two = sample_row();
+        two.model = "a".into();
+        two.provider = "bc".into();
+        assert_ne!(
+            one.canonical_bytes(&GENESIS_HASH),
+            two.canonical_bytes(&GENESIS_HASH)
+        );
+    }
+
+    #[test]
+    fn nul_characters_are_replaced() {
+        let mut record = UsageRecord {
+            model: "gpt\0-4o".into(),
+            tenant: Some("a\0".into()),
+            ..sample_record()
+        };
+        let row = LedgerRow::new("n", 1, "r", &record);
+        assert_eq!(row.model, "gpt\u{FFFD}-4o");
+        assert_eq!(row.tenant.as_deref(), Some("a\u{FFFD}"));
+        record.model = "gpt-4o".into();
+        assert_eq!(LedgerRow::new("n", 1, "r", &record).model, "gpt-4o");
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let hash = sample_row().hash(&GENESIS_HASH);
+        let hex = hash_to_hex(&hash);
+        assert_eq!(hex.len(), 64);
+        assert_eq!(hash_from_hex(&hex), Some(hash));
+        assert_eq!(hash_from_hex("zz"), None);
+        assert_eq!(hash_from_hex(&"g".repeat(64)), None);
+    }
+}

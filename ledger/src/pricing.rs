@@ -1,0 +1,601 @@
+//! Prices per model and the cost of a request, in integer micro-dollars.
+//!
+//! Start at [`PriceTable::embedded`] (the table in `ledger/data/prices.yaml`),
+//! layer config overrides on it with [`PriceTable::with_overrides`], and
+//! price a request with [`PriceTable::cost`]. [`PriceBook`] adds per-tenant
+//! tables on top of the global one.
+//!
+//! Money is never a float: prices are held as micro-dollars per million
+//! tokens ([`UsdPerMillion`]), costs as micro-dollars (`i64`).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::record::TokenUsage;
+use crate::LedgerError;
+
+/// The default table, shipped in the repository and compiled in.
+const EMBEDDED_PRICES: &str = include_str!("../data/prices.yaml");
+
+/// Micro-dollars in one dollar, and tokens in one "per million" unit.
+const MILLION: i128 = 1_000_000;
+
+/// A price in USD per million tokens, held exactly as an integer number of
+/// micro-dollars per million tokens (so `"2.50"` is `2_500_000`). Prices with
+/// more than six decimal places cannot be represented and are refused.
+///
+/// Deserialises from a decimal string (`"0.075"`, the form the data file
+/// uses), an integer, or a YAML/JSON float; a float is read through its
+/// shortest round-trip text (`0.075` -> `"0.075"`), so the number written in
+/// the config is the number used, never a binary approximation of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct UsdPerMillion(i64);
+
+impl UsdPerMillion {
+    /// A price of `micros` micro-dollars per million tokens.
+    pub const fn from_micros(micros: i64) -> Self {
+        UsdPerMillion(micros)
+    }
+
+    /// The price in micro-dollars per million tokens (= pico-dollars per token).
+    pub const fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// Parses a non-negative decimal such as `"2.50"` or `"0.0375"`.
+    pub fn parse(text: &str) -> Result<Self, LedgerError> {
+        let invalid = || {
+            LedgerError::Pricing(format!(
+                "price {text:?} is not a non-negative decimal with at most 6 decimal places"
+            ))
+        };
+        let text = text.trim();
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) {
+            return Err(invalid());
+        }
+        let fraction = fraction.trim_end_matches('0');
+        if fraction.len() > 6 {
+            return Err(invalid());
+        }
+        let whole: i64 = whole.parse().map_err(|_| invalid())?;
+        let fraction_micros: i64 = if fraction.is_empty() {
+            0
+        } else {
+            let padded = format!("{fraction:0<6}");
+            padded.parse().map_err(|_| invalid())?
+        };
+        whole
+            .checked_mul(1_000_000)
+            .and_then(|micros| micros.checked_add(fraction_micros))
+            .map(UsdPerMillion)
+            .ok_or_else(invalid)
+    }
+}
+
+impl fmt::Display for UsdPerMillion {
+    /// Writes the shortest exact decimal: `2.5`, `0.0375`, `10`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whole = self.0 / 1_000_000;
+        let fraction = self.0 % 1_000_000;
+        if fraction == 0 {
+            write!(f, "{whole}")
+        } else {
+            let digits = format!("{fraction:06}");
+            write!(f, "{whole}.{}", digits.trim_end_matches('0'))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UsdPerMillion {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Integer(u64),
+            Float(f64),
+        }
+        let text = match Written::deserialize(deserializer)? {
+            Written::Text(text) => text,
+            Written::Integer(n) => n.to_string(),
+            // `Display` for f64 prints the shortest text that reads back as the
+            // same float, i.e. what the user wrote (up to 15-17 digits).
+            Written::Float(x) => x.to_string(),
+        };
+        UsdPerMillion::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The price of one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    /// Uncached prompt tokens.
+    pub input: UsdPerMillion,
+    /// Prompt tokens read from the provider's cache.
+    pub cached_input: UsdPerMillion,
+    /// Completion tokens.
+    pub output: UsdPerMillion,
+    /// When the price was taken (`YYYY-MM-DD`); `None` for overrides that gave no date.
+    pub as_of: Option<String>,
+}
+
+/// One price as written in the data file or in the config, before it is
+/// attached to a model name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceEntry {
+    input: UsdPerMillion,
+    #[serde(default)]
+    cached_input: Option<UsdPerMillion>,
+    output: UsdPerMillion,
+    #[serde(default)]
+    as_of: Option<String>,
+}
+
+/// The shape of `data/prices.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceFile {
+    models: HashMap<String, PriceEntry>,
+}
+
+/// A price from the config that adds a model to a table or replaces its
+/// price. Deserialisable so the config crate can embed a list of them
+/// (globally, and per tenant for [`PriceBook`]).
+///
+/// ```yaml
+/// - { model: my-finetune, input: "3.00", output: "12.00", as_of: "2025-07-01" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceOverride {
+    /// The model name, matched case-insensitively like table keys.
+    pub model: String,
+    /// USD per million uncached prompt tokens.
+    pub input: UsdPerMillion,
+    /// USD per million cached prompt tokens; defaults to `input`.
+    #[serde(default)]
+    pub cached_input: Option<UsdPerMillion>,
+    /// USD per million completion tokens.
+    pub output: UsdPerMillion,
+    /// When the price was taken (`YYYY-MM-DD`), if known.
+    #[serde(default)]
+    pub as_of: Option<String>,
+}
+
+/// What a request cost, or that nobody knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost {
+    /// Micro-dollars; 0 when `priced` is false.
+    pub micros: i64,
+    /// Whether a price was found for the model.
+    pub priced: bool,
+}
+
+/// Prices by model name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PriceTable {
+    /// Keyed by lower-cased model name.
+    models: HashMap<String, Price>,
+}
+
+impl PriceTable {
+    /// The table shipped in `ledger/data/prices.yaml` (approximate, dated per
+    /// entry; see the file's header). Fails only if that file is malformed,
+    /// which a unit test rules out.
+    pub fn embedded() -> Result<PriceTable, LedgerError> {
+        PriceTable::from_yaml(EMBEDDED_PRICES)
+    }
+
+    /// Parses a table in the format of `data/prices.yaml`.
+    pub fn from_yaml(text: &str) -> Result<PriceTable, LedgerError> {
+        let file: PriceFile = serde_yaml_ng::from_str(text)
+            .map_err(|e| LedgerError::Pricing(format!("price table: {e}")))?;
+        let mut table = PriceTable::default();
+        for (model, entry) in file.models {
+            table.insert(&model, entry)?;
+        }
+        Ok(table)
+    }
+
+    /// A copy of this table with `overrides` added or replacing entries.
+    pub fn with_overrides(&self, overrides: &[PriceOverride]) -> Result<PriceTable, LedgerError> {
+        let mut table = self.clone();
+        for o in overrides {
+            let entry = PriceEntry {
+                input: o.input,
+                cached_input: o.cached_input,
+                output: o.output,
+                as_of: o.as_of.clone(),
+            };
+            table.insert(&o.model, entry)?;
+        }
+        Ok(table)
+    }
+
+    fn insert(&mut self, model: &str, entry: PriceEntry) -> Result<(), LedgerError> {
+        let key = model.trim().to_ascii_lowercase();
+        if key.is_empty() {
+            return Err(LedgerError::Pricing("empty model name".into()));
+        }
+        if let Some(date) = &entry.as_of {
+            if !is_iso_date(date) {
+                return Err(LedgerError::Pricing(format!(
+                    "{model}: as_of {date:?} is not a YYYY-MM-DD date"
+                )));
+            }
+        }
+        let price = Price {
+            input: entry.input,
+            cached_input: entry.cached_input.unwrap_or(entry.input),
+            output: entry.output,
+            as_of: entry.as_of,
+        };
+        self.models.insert(key, price);
+        Ok(())
+    }
+
+    /// The price of `model`, trying in order:
+    ///
+    /// 1. the name lower-cased and trimmed (table keys are lower-case);
+    /// 2. without a provider prefix: everything up to the last `/`
+    ///    (`openai/gpt-4o`, `models/gemini-1.5-pro`);
+    /// 3. without one version suffix: `@anything` (Vertex, `claude-3-5-sonnet@20240620`),
+    ///    `-latest`, `-YYYY-MM-DD` (`gpt-4o-2024-08-06`), `-YYYYMMDD`
+    ///    (`claude-3-5-sonnet-20241022`), `-NNNN` (`gpt-4-0613`,
+    ///    `mistral-large-2411`) or `-NNN` (`gemini-1.5-pro-002`).
+    ///
+    /// A dated snapshot with its own entry (`gpt-4o-2024-05-13`) matches in
+    /// step 1 and keeps its own price. `None` means "unknown": record the
+    /// request as unpriced, never as $0.
+    pub fn lookup(&self, model: &str) -> Option<&Price> {
+        let lowered = model.trim().to_ascii_lowercase();
+        if let Some(price) = self.models.get(&lowered) {
+            return Some(price);
+        }
+        let unprefixed = lowered.rsplit('/').next().unwrap_or(&lowered);
+        if let Some(price) = self.models.get(unprefixed) {
+            return Some(price);
+        }
+        strip_version_suffix(unprefixed).and_then(|base| self.models.get(base))
+    }
+
+    /// Prices `usage` for `model`: [`cost_micros`] with the price from
+    /// [`PriceTable::lookup`], or `{micros: 0, priced: false}` when unknown.
+    pub fn cost(&self, model: &str, usage: &TokenUsage) -> Cost {
+        match self.lookup(model) {
+            Some(price) => Cost {
+                micros: cost_micros(price, usage),
+                priced: true,
+            },
+            None => Cost {
+                micros: 0,
+                priced: false,
+            },
+        }
+    }
+
+    /// Number of models in the table.
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    /// Whether the table has no models.
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// Every (lower-cased model name, price), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Price)> {
+        self.models
+            .iter()
+            .map(|(model, price)| (model.as_str(), price))
+    }
+}
+
+/// The global table plus per-tenant tables, for deployments where some
+/// tenants have negotiated prices. A tenant table is the global table with
+/// that tenant's overrides on top, so it inherits every other model.
+#[derive(Debug, Clone, Default)]
+pub struct PriceBook {
+    global: PriceTable,
+    tenants: HashMap<String, PriceTable>,
+}
+
+impl PriceBook {
+    /// A book with only the global table.
+    pub fn new(global: PriceTable) -> PriceBook {
+        PriceBook {
+            global,
+            tenants: HashMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) the overrides of `tenant`.
+    pub fn set_tenant_overrides(
+        &mut self,
+        tenant: &str,
+        overrides: &[PriceOverride],
+    ) -> Result<(), LedgerError> {
+        let table = self.global.with_overrides(overrides)?;
+        self.tenants.insert(tenant.to_string(), table);
+        Ok(())
+    }
+
+    /// The table that prices `tenant`'s requests.
+    pub fn table_for(&self, tenant: Option<&str>) -> &PriceTable {
+        tenant
+            .and_then(|t| self.tenants.get(t))
+            .unwrap_or(&self.global)
+    }
+
+    /// [`PriceTable::cost`] in the tenant's table.
+    pub fn cost(&self, tenant: Option<&str>, model: &str, usage: &TokenUsage) -> Cost {
+        self.table_for(tenant).cost(model, usage)
+    }
+}
+
+/// The cost of `usage` at `price`, in micro-dollars.
+///
+/// `cached = min(cached_prompt_tokens, prompt_tokens)`; the uncached rest of
+/// the prompt is billed at `input`, the cached part at `cached_input`, the
+/// completion at `output`. The three products are summed exactly in `i128`
+/// pico-dollars (price in micro-dollars per million tokens x tokens), then
+/// divided by 1,000,000 once, rounding half up (0.5 micro-dollar rounds to 1).
+/// Rounding happens once per request, never per component. Saturates at
+/// `i64::MAX` (about 9.2 trillion dollars).
+pub fn cost_micros(price: &Price, usage: &TokenUsage) -> i64 {
+    let cached = usage.cached_prompt_tokens.min(usage.prompt_tokens);
+    let uncached = usage.prompt_tokens - cached;
+    let pico = i128::from(uncached) * i128::from(price.input.micros())
+        + i128::from(cached) * i128::from(price.cached_input.micros())
+        + i128::from(usage.completion_tokens) * i128::from(price.output.micros());
+    let micros = (pico + MILLION / 2).div_euclid(MILLION);
+    i64::try_from(micros).unwrap_or(i64::MAX)
+}
+
+/// Removes one trailing version or date suffix, if there is one (see
+/// [`PriceTable::lookup`] for the list).
+fn strip_version_suffix(model: &str) -> Option<&str> {
+    if let Some((base, _)) = model.split_once('@') {
+        return Some(base);
+    }
+    if let Some(base) = model.strip_suffix("-latest") {
+        return Some(base);
+    }
+    // -YYYY-MM-DD
+    if model.len() > 11 {
+        let (base, tail) = model.split_at(model.len() - 11);
+        if is_iso_date(&tail[1..]) && tail.starts_with('-') {
+            return Some(base);
+        }
+    }
+    // -YYYYMMDD, -NNNN, -NNN
+    let (base, tail) = model.rsplit_once('-')?;
+    let numeric = tail.bytes().all(|b| b.is_ascii_digit());
+    (numeric && matches!(tail.len(), 3 | 4 | 8) && !base.is_empty()).then_some(base)
+}
+
+/// `YYYY-MM-DD` with plausible month and day numbers.
+fn is_iso_date(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return false;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = &text[range];
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    matches!(
+        (digits(0..4), digits(5..7), digits(8..10)),
+        (Some(_), Some(1..=12), Some(1..=31))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(prompt: u64, cached: u64, completion: u64) -> TokenUsage {
+        TokenUsage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_prompt_tokens: cached,
+        }
+    }
+
+    fn price(input: &str, cached: &str, output: &str) -> Price {
+        Price {
+            input: UsdPerMillion::parse(input).unwrap(),
+            cached_input: UsdPerMillion::parse(cached).unwrap(),
+            output: UsdPerMillion::parse(output).unwrap(),
+            as_of: None,
+        }
+    }
+
+    #[test]
+    fn decimal_prices_parse_exactly() {
+        assert_eq!(UsdPerMillion::parse("2.50").unwrap().micros(), 2_500_000);
+        assert_eq!(UsdPerMillion::parse("0.0375").unwrap().micros(), 37_500);
+        assert_eq!(UsdPerMillion::parse("15").unwrap().micros(), 15_000_000);
+        assert_eq!(UsdPerMillion::parse("0.000001").unwrap().micros(), 1);
+        assert_eq!(
+            UsdPerMillion::parse("1.1000000").unwrap().micros(),
+            1_100_000
+        );
+        for bad in ["", ".5", "-1", "1.0000001", "1e3", "abc", "1.2.3"] {
+            assert!(UsdPerMillion::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(UsdPerMillion::from_micros(37_500).to_string(), "0.0375");
+        assert_eq!(UsdPerMillion::from_micros(10_000_000).to_string(), "10");
+    }
+
+    #[test]
+    fn yaml_floats_are_read_as_written() {
+        let o: PriceOverride = serde_yaml_ng::from_str(
+            "{model: m, input: 0.075, output: 2, cached_input: \"0.01875\"}",
+        )
+        .unwrap();
+        assert_eq!(o.input.micros(), 75_000);
+        assert_eq!(o.output.micros(), 2_000_000);
+        assert_eq!(o.cached_input.unwrap().micros(), 18_750);
+        assert!(
+            serde_yaml_ng::from_str::<PriceOverride>("{model: m, input: 1, output: 1, x: 1}")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn cost_bills_cached_and_uncached_prompt_separately() {
+        // gpt-4o: 2.50 in, 1.25 cached, 10.00 out.
+        let p = price("2.50", "1.25", "10.00");
+        // 1000 uncached * 2.5 + 1000 cached * 1.25 + 500 * 10 = 2500 + 1250 + 5000 = 8750 micros.
+        assert_eq!(cost_micros(&p, &usage(2000, 1000, 500)), 8750);
+        // A million of everything, no cache: 2.50 + 10.00 dollars.
+        assert_eq!(cost_micros(&p, &usage(1_000_000, 0, 1_000_000)), 12_500_000);
+        // cached > prompt is clamped: the whole prompt is cached.
+        assert_eq!(
+            cost_micros(&p, &usage(10, 50, 0)),
+            cost_micros(&p, &usage(10, 10, 0))
+        );
+        assert_eq!(cost_micros(&p, &TokenUsage::default()), 0);
+    }
+
+    #[test]
+    fn cost_rounds_once_half_up() {
+        let p = price("0.15", "0.075", "0.60");
+        // 1 prompt token is 0.15 micros -> 0; 4 are 0.6 -> 1; 10 are 1.5 -> 2 (half up).
+        assert_eq!(cost_micros(&p, &usage(1, 0, 0)), 0);
+        assert_eq!(cost_micros(&p, &usage(4, 0, 0)), 1);
+        assert_eq!(cost_micros(&p, &usage(10, 0, 0)), 2);
+        // Parts are summed before rounding: 3 uncached (0.45) + 3 cached
+        // (0.225) = 0.675 -> 1, where rounding each part would give 0 + 0.
+        assert_eq!(cost_micros(&p, &usage(6, 3, 0)), 1);
+    }
+
+    #[test]
+    fn cost_saturates_instead_of_overflowing() {
+        let p = price("1000000", "1000000", "1000000");
+        assert_eq!(cost_micros(&p, &usage(u64::MAX, 0, u64::MAX)), i64::MAX);
+    }
+
+    #[test]
+    fn embedded_table_is_complete_and_dated() {
+        let table = PriceTable::embedded().unwrap();
+        assert!(table.len() >= 40, "only {} models", table.len());
+        for (model, price) in table.iter() {
+            assert!(price.as_of.is_some(), "{model} has no as_of date");
+            assert!(price.input.micros() > 0, "{model} has a zero input price");
+            assert!(
+                price.cached_input <= price.input,
+                "{model}: cache dearer than input"
+            );
+        }
+        for model in [
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4.1",
+            "o3",
+            "claude-sonnet-4",
+            "gemini-2.5-pro",
+            "mistral-large",
+            "deepseek-chat",
+        ] {
+            assert!(table.lookup(model).is_some(), "{model} missing");
+        }
+    }
+
+    #[test]
+    fn lookup_normalises_names() {
+        let table = PriceTable::embedded().unwrap();
+        let gpt4o = table.lookup("gpt-4o").unwrap().clone();
+        assert_eq!(table.lookup("GPT-4o ").unwrap(), &gpt4o);
+        assert_eq!(table.lookup("openai/gpt-4o").unwrap(), &gpt4o);
+        assert_eq!(table.lookup("gpt-4o-2024-08-06").unwrap(), &gpt4o);
+        // A snapshot with its own entry keeps its own price.
+        assert_eq!(
+            table.lookup("gpt-4o-2024-05-13").unwrap().input.micros(),
+            5_000_000
+        );
+        let sonnet = table.lookup("claude-3-5-sonnet").unwrap().clone();
+        assert_eq!(table.lookup("claude-3-5-sonnet-20241022").unwrap(), &sonnet);
+        assert_eq!(table.lookup("claude-3-5-sonnet@20240620").unwrap(), &sonnet);
+        assert_eq!(table.lookup("claude-3-5-sonnet-latest").unwrap(), &sonnet);
+        assert!(table.lookup("models/gemini-1.5-pro-002").is_some());
+        assert!(table.lookup("mistral-large-2411").is_some());
+        assert!(table.lookup("gpt-4-0613").is_some());
+        // Only one suffix is stripped, and unknown models stay unknown.
+        assert!(table.lookup("gpt-4o-2024-08-06-latest").is_none());
+        assert!(table.lookup("llama-3-70b").is_none());
+        assert!(table.lookup("").is_none());
+    }
+
+    #[test]
+    fn unknown_models_are_unpriced_not_free() {
+        let table = PriceTable::embedded().unwrap();
+        let cost = table.cost("my-private-model", &usage(100, 0, 100));
+        assert_eq!(
+            cost,
+            Cost {
+                micros: 0,
+                priced: false
+            }
+        );
+        assert!(table.cost("gpt-4o", &usage(100, 0, 100)).priced);
+    }
+
+    #[test]
+    fn overrides_add_and_replace_and_tenants_inherit() {
+        let global = PriceTable::embedded().unwrap();
+        let overrides: Vec<PriceOverride> = serde_yaml_ng::from_str(
+            "- { model: My-Model, input: \"1\", output: \"2\" }\n- { model: gpt-4o, input: \"1\", output: \"1\", as_of: \"2025-07-01\" }",
+        )
+        .unwrap();
+        let table = global.with_overrides(&overrides).unwrap();
+        let mine = table.lookup("my-model").unwrap();
+        assert_eq!(mine.cached_input, mine.input, "cached defaults to input");
+        assert_eq!(table.lookup("gpt-4o").unwrap().output.micros(), 1_000_000);
+        assert_eq!(global.lookup("gpt-4o").unwrap().output.micros(), 10_000_000);
+
+        let mut book = PriceBook::new(global);
+        book.set_tenant_overrides("acme", &overrides).unwrap();
+        let u = usage(1_000_000, 0, 0);
+        assert_eq!(book.cost(Some("acme"), "gpt-4o", &u).micros, 1_000_000);
+        assert_eq!(book.cost(Some("other"), "gpt-4o", &u).micros, 2_500_000);
+        assert_eq!(book.cost(None, "gpt-4o", &u).micros, 2_500_000);
+        assert!(
+            book.cost(Some("acme"), "claude-3-haiku", &u).priced,
+            "tenant inherits global"
+        );
+        assert!(!book.cost(None, "my-model", &u).priced);
+
+        let bad = PriceOverride {
+            as_of: Some("July".into()),
+            ..overrides[0].clone()
+        };
+        assert!(PriceTable::default().with_overrides(&[bad]).is_err());
+    }
+
+    #[test]
+    fn version_suffixes() {
+        assert_eq!(strip_version_suffix("gpt-4o-2024-08-06"), Some("gpt-4o"));
+        assert_eq!(
+            strip_version_suffix("claude-opus-4-20250514"),
+            Some("claude-opus-4")
+        );
+        assert_eq!(
+            strip_version_suffix("gemini-1.5-flash-001"),
+            Some("gemini-1.5-flash")
+        );
+        assert_eq!(strip_version_suffix("gpt-4-32k"), None);
+        assert_eq!(strip_version_suffix("claude-opus-4-1"), None);
+        assert_eq!(strip_version_suffix("2024"), None);
+    }
+}
