@@ -130,6 +130,8 @@ pub struct TenantSettings {
     pub budget: Option<Budget>,
     /// Its config-declared keys.
     pub keys: Vec<KeySettings>,
+    /// Its own prices.
+    pub pricing: Vec<crate::ledger::RawPrice>,
 }
 
 /// Everything about who may call and how much.
@@ -310,7 +312,9 @@ pub(crate) fn access_settings(
                     .transpose()?,
             });
         }
+        crate::ledger::check_prices(&tenant.pricing, &format!("{at}.pricing"))?;
         out.push(TenantSettings {
+            pricing: tenant.pricing.clone(),
             limits: limits(&tenant.limits, &format!("{at}.limits"))?,
             budget: tenant
                 .budget

@@ -10,6 +10,7 @@
 mod access;
 mod env;
 mod error;
+mod ledger;
 pub mod raw;
 mod raw_access;
 mod raw_routing;
@@ -21,6 +22,7 @@ pub use access::{
     AccessSettings, Budget, BudgetPeriod, KeySettings, Limits, Priority, TenantSettings,
 };
 pub use error::ConfigError;
+pub use ledger::{DecimalText, LedgerConfig, RawLedger, RawPrice};
 pub use routing::{Balance, BreakerSettings, ModelRoute, RouteStep, RouteTarget, RoutingSettings};
 pub use secret::Secret;
 pub use validated::{

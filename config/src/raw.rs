@@ -25,6 +25,13 @@ pub struct RawConfig {
     /// The model names clients may ask for, and where each goes. Default: none.
     #[serde(default)]
     pub models: Vec<RawModel>,
+    /// Usage records. Default: SQLite under `sluice-data/`.
+    #[serde(default)]
+    pub ledger: crate::ledger::RawLedger,
+    /// Price overrides and additions, USD per million tokens. Default: none
+    /// (the table shipped with sluice).
+    #[serde(default)]
+    pub pricing: Vec<crate::ledger::RawPrice>,
     /// Failover, retries, breakers. Default: see [`RawRouting`].
     #[serde(default)]
     pub routing: RawRouting,

@@ -32,6 +32,9 @@ pub struct RawTenant {
     /// Keys declared in config (more can be created with the admin API).
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// Prices for this tenant only (negotiated rates). Default: none.
+    #[serde(default)]
+    pub pricing: Vec<crate::ledger::RawPrice>,
 }
 
 /// `tenants.<name>.keys[i]:` — one virtual key.

@@ -189,12 +189,14 @@ pub(crate) fn model_routes(
                         None | Some("weighted") => Balance::Weighted,
                         Some("least_in_flight") => Balance::LeastInFlight,
                         Some("p2c_latency") => Balance::PowerOfTwoLatency,
-                        Some(other) => return Err(ConfigError::validation(
-                            format!("{sat}.balance"),
-                            format!(
+                        Some(other) => {
+                            return Err(ConfigError::validation(
+                                format!("{sat}.balance"),
+                                format!(
                                 "expected weighted, least_in_flight or p2c_latency, got {other:?}"
                             ),
-                        )),
+                            ))
+                        }
                     };
                     let mut targets = Vec::with_capacity(step.targets.len());
                     for (k, t) in step.targets.iter().enumerate() {

@@ -21,6 +21,8 @@ pub struct Config {
     pub models: Vec<ModelRoute>,
     /// Failover, retry and breaker policy.
     pub routing: RoutingSettings,
+    /// Usage records and prices.
+    pub ledger: crate::LedgerConfig,
     /// Tenants, keys, limits, budgets, admin key.
     pub access: crate::AccessSettings,
 }
@@ -226,6 +228,7 @@ impl Config {
 
         let models = crate::routing::model_routes(&raw.models, &upstreams)?;
         let routing = crate::routing::routing_settings(raw.routing)?;
+        let ledger = crate::ledger::ledger_config(raw.ledger, raw.pricing)?;
 
         let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
         let access =
@@ -235,6 +238,7 @@ impl Config {
             upstreams,
             models,
             routing,
+            ledger,
             access,
         })
     }

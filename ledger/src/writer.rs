@@ -221,6 +221,10 @@ impl Writer {
         let batch_size = self.settings.batch_size;
         let mut batch: Vec<PendingRecord> = Vec::with_capacity(batch_size);
         loop {
+            // Shutdown may have been seen (and marked) inside `fill_batch`.
+            if *self.shutdown.borrow() {
+                break;
+            }
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break,
@@ -252,14 +256,21 @@ impl Writer {
         self.finish(batch).await;
     }
 
-    /// Waits up to `flush_interval` for the batch to fill.
+    /// Waits up to `flush_interval` for the batch to fill, or until shutdown
+    /// begins (SIGTERM must not wait out a long interval).
     async fn fill_batch(&mut self, batch: &mut Vec<PendingRecord>) {
         let deadline = Instant::now() + self.settings.flush_interval;
         while batch.len() < self.settings.batch_size {
             let room = self.settings.batch_size - batch.len();
-            match tokio::time::timeout_at(deadline, self.queue.recv_many(batch, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait_for(|closed| *closed) => break,
+                received = tokio::time::timeout_at(deadline, self.queue.recv_many(batch, room)) => {
+                    match received {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
             }
         }
     }

@@ -1,6 +1,8 @@
-//! The mock OpenAI server.
+//! The mock upstream server: OpenAI routes here and in `mock_body`, the
+//! other providers' routes in `mock_providers`.
 
 use crate::mock_body::{self, Reply};
+use crate::mock_providers;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
@@ -213,9 +215,13 @@ async fn handle(
         chunk_delay: header_num(&req, "x-mock-chunk-delay-ms")
             .map_or(options.chunk_delay, Duration::from_millis),
         abort_after: header_num(&req, "x-mock-abort-after").map(|n| n as usize),
+        no_usage: req.headers().contains_key("x-mock-no-usage"),
     };
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let hints = mock_providers::Hints::from_headers(req.headers());
+    let provider_route =
+        mock_providers::ProviderRoute::parse(method.as_str(), &path, req.uri().query(), &hints);
     let headers: Vec<(String, String)> = if options.record_requests {
         req.headers()
             .iter()
@@ -247,7 +253,19 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     if let Some(code) = status.and_then(|s| StatusCode::from_u16(s as u16).ok()) {
+        if let Some(route) = &provider_route {
+            return Ok(mock_providers::error(route, code));
+        }
         return Ok(json(code, mock_body::error_body(code)));
+    }
+    if let Some(route) = provider_route {
+        return Ok(mock_providers::reply(
+            route,
+            &body,
+            plan,
+            &hints,
+            stats.clone(),
+        ));
     }
     let reply = match (method.as_str(), path.as_str()) {
         ("POST", "/v1/chat/completions") => mock_body::chat(&body, plan, stats.clone()),

@@ -25,6 +25,8 @@ pub(crate) type SseStream =
 pub(crate) struct StreamPlan {
     pub chunks: usize,
     pub chunk_delay: Duration,
+    /// Leave `usage` out, as some OpenAI-compatible servers do (`x-mock-no-usage`).
+    pub no_usage: bool,
     /// Abort the connection after this many content chunks.
     pub abort_after: Option<usize>,
 }
@@ -104,16 +106,23 @@ pub(crate) fn chat(body: &[u8], plan: StreamPlan, stats: Arc<MockStats>) -> Repl
     let created = now_s();
     if !req.stream {
         let content: String = (0..plan.chunks).map(content_piece).collect();
-        return Reply::Json(bytes_of(&json!({
+        let mut reply = json!({
             "id": id, "object": "chat.completion", "created": created, "model": req.model,
             "system_fingerprint": "fp_mock",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": null},
                          "logprobs": null, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": plan.chunks,
                       "total_tokens": prompt + plan.chunks as u64}
-        })));
+        });
+        if plan.no_usage {
+            if let Some(map) = reply.as_object_mut() {
+                map.remove("usage");
+            }
+        }
+        return Reply::Json(bytes_of(&reply));
     }
-    let usage_field = if req.include_usage {
+    let include_usage = req.include_usage && !plan.no_usage;
+    let usage_field = if include_usage {
         Some(Value::Null)
     } else {
         None
@@ -136,7 +145,7 @@ pub(crate) fn chat(body: &[u8], plan: StreamPlan, stats: Arc<MockStats>) -> Repl
     events
         .extend((0..plan.chunks).map(|i| chunk(json!({"content": content_piece(i)}), Value::Null)));
     events.push(chunk(json!({}), json!("stop")));
-    if req.include_usage {
+    if include_usage {
         let mut last = chunk(json!({}), Value::Null);
         last["choices"] = json!([]);
         last["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": plan.chunks,

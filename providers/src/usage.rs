@@ -65,6 +65,23 @@ impl From<WireUsage> for Usage {
 struct WithUsage {
     #[serde(default)]
     usage: Option<WireUsage>,
+    #[serde(default)]
+    choices: Vec<PlainChoice>,
+}
+
+#[derive(Deserialize)]
+struct PlainChoice {
+    #[serde(default)]
+    message: Option<PlainMessage>,
+    /// Legacy completions.
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PlainMessage {
+    #[serde(default)]
+    content: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +173,14 @@ impl UsageTracker {
         if !self.sse {
             if let Ok(parsed) = serde_json::from_slice::<WithUsage>(&self.body) {
                 self.reported = parsed.usage.map(Usage::from);
+                if self.reported.is_none() {
+                    // Kept only for counting when the provider reported nothing.
+                    for choice in parsed.choices {
+                        if let Some(text) = choice.message.and_then(|m| m.content).or(choice.text) {
+                            self.delivered_text.push_str(&text);
+                        }
+                    }
+                }
             }
             self.body = BytesMut::new();
             return Bytes::new();
@@ -232,7 +257,8 @@ impl UsageTracker {
         self.reported
     }
 
-    /// Text delivered in stream deltas (for counting when none was reported).
+    /// Text delivered (stream deltas, or a plain reply without usage), for
+    /// counting when the provider reported nothing.
     pub fn delivered_text(&self) -> &str {
         &self.delivered_text
     }
@@ -306,6 +332,17 @@ mod tests {
         let out = t.relay(Bytes::from(stream.clone()));
         assert_eq!(&out[..], stream.as_bytes());
         assert_eq!(t.reported().unwrap().prompt_tokens, 7);
+    }
+
+    #[test]
+    fn a_plain_body_without_usage_keeps_its_text_for_counting() {
+        let mut t = UsageTracker::new(false, false);
+        t.relay(Bytes::from_static(
+            br#"{"choices":[{"message":{"role":"assistant","content":"Hi there"}}]}"#,
+        ));
+        t.finish();
+        assert_eq!(t.reported(), None);
+        assert_eq!(t.delivered_text(), "Hi there");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use crate::error::GatewayError;
 use pingora::protocols::http::ServerSession;
 use sluice_config::{AccessSettings, Limits, Priority};
-use sluice_filters::{Authenticator, KeyEntry, QuotaAdmission, Quotas, RedisQuotas, Scope};
+use sluice_filters::{
+    Authenticator, KeyEntry, KeyHash, QuotaAdmission, Quotas, RedisQuotas, Scope,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ pub struct Caller {
 /// Auth and quota state for the whole gateway.
 pub struct Access {
     required: bool,
+    admin_key: Option<KeyHash>,
     auth: Authenticator,
     /// Local or Redis-shared quota state.
     pub quotas: Quotas,
@@ -45,6 +48,7 @@ impl Access {
             .collect();
         Access {
             required: settings.auth_required,
+            admin_key: settings.admin_key.as_ref().map(|k| KeyHash::of(k.expose())),
             auth: Authenticator::new(keys, None),
             quotas: match &settings.redis_url {
                 None => Quotas::local(),
@@ -88,6 +92,32 @@ impl Access {
         );
         let now = jiff::Timestamp::now().as_second();
         Ok(Some(self.auth.authenticate(presented, now).await?))
+    }
+
+    /// The presented key, checked even when auth is optional (for endpoints
+    /// that always need one, such as usage reports).
+    pub async fn identify_always(
+        &self,
+        session: &ServerSession,
+    ) -> Result<Arc<KeyEntry>, GatewayError> {
+        let presented = Authenticator::presented_key(
+            session.get_header("authorization").map(|v| v.as_bytes()),
+            session.get_header("api-key").map(|v| v.as_bytes()),
+        );
+        let now = jiff::Timestamp::now().as_second();
+        Ok(self.auth.authenticate(presented, now).await?)
+    }
+
+    /// Whether the request carries the admin key (compared in constant time).
+    pub fn is_admin(&self, session: &ServerSession) -> bool {
+        let Some(admin) = &self.admin_key else {
+            return false;
+        };
+        Authenticator::presented_key(
+            session.get_header("authorization").map(|v| v.as_bytes()),
+            None,
+        )
+        .is_some_and(|k| KeyHash::of(k).ct_eq(admin))
     }
 
     /// Checks the model allow-list and admits the request against the key's

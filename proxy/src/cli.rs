@@ -30,6 +30,53 @@ pub enum Command {
         /// The YAML file to check.
         path: PathBuf,
     },
+    /// Usage reports straight from the ledger database.
+    #[command(subcommand)]
+    Usage(UsageCommand),
+    /// Ledger maintenance.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+/// `sluice usage ...`
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Write usage and cost grouped by the given keys to stdout.
+    Export(ExportArgs),
+}
+
+/// `sluice ledger ...`
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Check every node's hash chain; exit 1 and report the first break.
+    Verify {
+        /// Config whose `ledger.database_url` to read (default: embedded defaults).
+        #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Options of `sluice usage export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Config whose `ledger.database_url` to read (default: embedded defaults).
+    #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Start of the range, RFC 3339 or YYYY-MM-DD (UTC), inclusive.
+    #[arg(long)]
+    pub from: String,
+    /// End of the range, RFC 3339 or YYYY-MM-DD (UTC), exclusive.
+    #[arg(long)]
+    pub to: String,
+    /// Comma-separated: tenant, key, model, upstream_model, provider, day, hour.
+    #[arg(long, default_value = "tenant,model")]
+    pub group_by: String,
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// `csv` or `json` (one JSON object per line).
+    #[arg(long, default_value = "csv")]
+    pub format: String,
 }
 
 /// Options of `sluice serve`.

@@ -57,6 +57,15 @@ pub enum GatewayError {
     /// A hard budget refused the request.
     #[error(transparent)]
     Budget(#[from] BudgetRejection),
+    /// A usage query that does not parse.
+    #[error("{message}")]
+    BadQuery {
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Usage reports need the ledger database, which is not reachable.
+    #[error("Usage reports are unavailable: the ledger database could not be reached.")]
+    ReportsUnavailable,
     /// Every planned upstream attempt failed before answering.
     #[error("{message}")]
     AllAttemptsFailed {
@@ -94,6 +103,7 @@ impl GatewayError {
         match self {
             GatewayError::Provider(ProviderError::UnknownModel { .. })
             | GatewayError::Provider(ProviderError::MissingModel) => 404,
+            GatewayError::Provider(ProviderError::Signing { .. }) => 500,
             GatewayError::Provider(_) | GatewayError::BodyRead => 400,
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::UnknownRoute { .. } => 404,
@@ -103,6 +113,8 @@ impl GatewayError {
             GatewayError::Quota(_) | GatewayError::Budget(_) => 429,
             GatewayError::QuotaStoreUnavailable => 503,
             GatewayError::UpstreamUnavailable { .. } => 502,
+            GatewayError::BadQuery { .. } => 400,
+            GatewayError::ReportsUnavailable => 503,
             GatewayError::AllAttemptsFailed { status, .. } => *status,
             GatewayError::UpstreamTimeout { .. } => 504,
         }
@@ -124,6 +136,8 @@ impl GatewayError {
             GatewayError::Budget(_) => "budget_exceeded",
             GatewayError::QuotaStoreUnavailable => "quota_store_unavailable",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
+            GatewayError::BadQuery { .. } => "bad_query",
+            GatewayError::ReportsUnavailable => "reports_unavailable",
             GatewayError::AllAttemptsFailed { .. } => "all_attempts_failed",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
         }
@@ -159,6 +173,8 @@ impl GatewayError {
             GatewayError::Budget(_) => Some("insufficient_quota"),
             GatewayError::QuotaStoreUnavailable => Some("service_unavailable"),
             GatewayError::UpstreamUnavailable { .. } => Some("upstream_unavailable"),
+            GatewayError::BadQuery { .. } => Some("invalid_query"),
+            GatewayError::ReportsUnavailable => Some("service_unavailable"),
             GatewayError::AllAttemptsFailed { code, .. } => Some(code),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
         }

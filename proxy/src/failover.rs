@@ -23,8 +23,22 @@ use std::time::{Duration, Instant};
 /// Longest `retry-after` honoured as a cool-down.
 const MAX_COOL_DOWN: Duration = Duration::from_secs(60);
 
+/// What is being sent, the same for every attempt.
+pub(crate) struct Outbound<'a> {
+    /// The endpoint called.
+    pub endpoint: Endpoint,
+    /// Routing fields of the body.
+    pub fields: &'a RoutingFields,
+    /// The client's body.
+    pub body: &'a Bytes,
+    /// The caller's tenant, for tenant prices.
+    pub tenant: Option<&'a str>,
+}
+
 /// The attempt that answered.
-pub(crate) struct Answer {
+pub(crate) struct Answer<'r> {
+    /// The model name it was called with.
+    pub upstream_model: &'r str,
     /// The live upstream exchange, response headers read.
     pub upstream: HttpSession,
     /// Index of the target that answered.
@@ -56,15 +70,19 @@ enum FailureClass {
 impl Gateway {
     /// Tries `plan` in order; returns the first answer, or one error that
     /// sums up every attempt.
-    pub(crate) async fn try_candidates(
+    pub(crate) async fn try_candidates<'r>(
         &self,
         session: &ServerSession,
-        endpoint: Endpoint,
         ctx: &RequestCtx,
-        fields: &RoutingFields,
-        body: &Bytes,
-        plan: &[Candidate<'_>],
-    ) -> Result<Answer, GatewayError> {
+        outbound: &Outbound<'_>,
+        plan: &[Candidate<'r>],
+    ) -> Result<Answer<'r>, GatewayError> {
+        let Outbound {
+            endpoint,
+            fields,
+            body,
+            tenant,
+        } = *outbound;
         let settings = self.router.settings();
         let deadline = Instant::now() + settings.attempt_budget;
         let mut failures: Vec<Failure> = Vec::new();
@@ -76,6 +94,17 @@ impl Gateway {
             let now = Instant::now();
             if now >= deadline {
                 break;
+            }
+            if !self.accounting.allow_unpriced
+                && !self.accounting.is_priced(tenant, candidate.upstream_model)
+            {
+                failures.push(Failure::new(
+                    name,
+                    "model has no price and ledger.allow_unpriced is off",
+                    FailureClass::Skipped,
+                    None,
+                ));
+                continue;
             }
             let guard = match target.health.begin() {
                 Ok(guard) => guard,
@@ -159,6 +188,7 @@ impl Gateway {
                     }
                     guard.succeeded();
                     return Ok(Answer {
+                        upstream_model: candidate.upstream_model,
                         upstream,
                         target: candidate.target,
                         asked_usage,

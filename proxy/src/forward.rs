@@ -5,15 +5,18 @@
 //! is relayed piece by piece as the upstream produces it — SSE events reach
 //! the client as they arrive, never buffered to the end.
 
+use crate::accounting::Finished;
 use crate::error::GatewayError;
-use crate::failover::upstream_failure;
+use crate::failover::{upstream_failure, Outbound};
 use crate::gateway::{Gateway, RequestCtx};
 use crate::upstream::POOL_IDLE_TIMEOUT;
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::ServerSession;
+use sluice_ledger::EndState;
 use sluice_providers::{Endpoint, RoutingFields, UpstreamTarget, UsageTracker};
+use std::time::Instant;
 
 /// How relaying a response body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +77,17 @@ impl Gateway {
 
         let plan = self.router.plan(&route);
         let answer = self
-            .try_candidates(session, endpoint, ctx, &fields, &body, &plan)
+            .try_candidates(
+                session,
+                ctx,
+                &Outbound {
+                    endpoint,
+                    fields: &fields,
+                    body: &body,
+                    tenant: caller.key.as_deref().map(|k| k.tenant.as_str()),
+                },
+                &plan,
+            )
             .await?;
         let mut upstream = answer.upstream;
         let target = &self.router.targets()[answer.target];
@@ -116,7 +129,7 @@ impl Gateway {
 
         upstream.set_read_timeout(Some(target.settings.idle_timeout));
         let mut tracker = UsageTracker::new(is_sse, answer.asked_usage);
-        let outcome = self
+        let (outcome, first_byte_at) = self
             .relay_body(session, &mut upstream, &mut tracker, target, is_sse)
             .await;
         if outcome == RelayOutcome::Completed && upstream.response_done() {
@@ -129,12 +142,32 @@ impl Gateway {
         } else {
             upstream.shutdown().await;
         }
-        let used = tracker
-            .reported()
-            .map(|u| u.prompt_tokens + u.completion_tokens);
-        if let (Some(admission), Some(used)) = (caller.admission.as_mut(), used) {
-            admission.settle(used);
+        let reported = tracker.reported();
+        if let (Some(admission), Some(u)) = (caller.admission.as_mut(), reported) {
+            admission.settle(u.prompt_tokens + u.completion_tokens);
         }
+        let key = caller.key.as_deref();
+        self.accounting.record(Finished {
+            time_us: ctx.started_unix_us,
+            request_id: ctx.request_id.as_str(),
+            tenant: key.map(|k| k.tenant.as_str()),
+            key_id: key.map(|k| k.key_id.as_str()),
+            model: &fields.model,
+            provider: &target.settings.name,
+            upstream_model: answer.upstream_model,
+            reported,
+            request_body: &body,
+            delivered_text: tracker.delivered_text(),
+            latency_ms: ctx.started.elapsed().as_millis() as u64,
+            ttft_ms: first_byte_at.map(|t| t.duration_since(ctx.started).as_millis() as u64),
+            status: ctx.status,
+            stream: fields.stream,
+            end_state: match outcome {
+                RelayOutcome::Completed => EndState::Completed,
+                RelayOutcome::ClientGone => EndState::Cancelled,
+                RelayOutcome::UpstreamBroke => EndState::Broken,
+            },
+        });
         Ok(())
     }
 
@@ -148,13 +181,17 @@ impl Gateway {
         tracker: &mut UsageTracker,
         target: &UpstreamTarget,
         is_sse: bool,
-    ) -> RelayOutcome {
+    ) -> (RelayOutcome, Option<Instant>) {
+        let mut first_byte_at = None;
         loop {
             match upstream.read_response_body().await {
                 Ok(Some(chunk)) => {
                     let out = tracker.relay(chunk);
+                    if first_byte_at.is_none() && !out.is_empty() {
+                        first_byte_at = Some(Instant::now());
+                    }
                     if session.write_response_body(out, false).await.is_err() {
-                        return RelayOutcome::ClientGone;
+                        return (RelayOutcome::ClientGone, first_byte_at);
                     }
                 }
                 Ok(None) => break,
@@ -173,15 +210,18 @@ impl Gateway {
                         session.set_keepalive(None);
                         session.shutdown().await;
                     }
-                    return RelayOutcome::UpstreamBroke;
+                    return (RelayOutcome::UpstreamBroke, first_byte_at);
                 }
             }
         }
         let rest = tracker.finish();
-        if session.write_response_body(rest, true).await.is_err() {
-            return RelayOutcome::ClientGone;
+        if first_byte_at.is_none() && !rest.is_empty() {
+            first_byte_at = Some(Instant::now());
         }
-        RelayOutcome::Completed
+        if session.write_response_body(rest, true).await.is_err() {
+            return (RelayOutcome::ClientGone, first_byte_at);
+        }
+        (RelayOutcome::Completed, first_byte_at)
     }
 
     /// The client's response header: the upstream's status and headers, less

@@ -10,6 +10,7 @@
 //! on the hot path.
 
 use crate::access::Access;
+use crate::accounting::Accounting;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamPool;
@@ -40,6 +41,8 @@ enum RouteKind {
     Ready,
     /// `GET /metrics`.
     Metrics,
+    /// `GET /admin/usage`.
+    UsageReport,
     /// Anything else.
     Unknown,
 }
@@ -58,6 +61,7 @@ impl RouteKind {
             "/health" | "/health/live" => RouteKind::Live,
             "/health/ready" => RouteKind::Ready,
             "/metrics" => RouteKind::Metrics,
+            "/admin/usage" => RouteKind::UsageReport,
             _ => RouteKind::Unknown,
         }
     }
@@ -69,6 +73,7 @@ impl RouteKind {
             RouteKind::Live => "health",
             RouteKind::Ready => "ready",
             RouteKind::Metrics => "metrics",
+            RouteKind::UsageReport => "usage_report",
             RouteKind::Unknown => "unknown",
         }
     }
@@ -80,6 +85,8 @@ pub struct RequestCtx {
     pub request_id: RequestId,
     /// When the request headers were read.
     pub started: Instant,
+    /// The same moment as unix microseconds, for the ledger.
+    pub started_unix_us: i64,
     /// Model label for metrics: a configured name, `*`, or `-` when unknown.
     pub model_label: String,
     /// The status sent to the client.
@@ -92,6 +99,8 @@ pub struct Gateway {
     pub(crate) router: Router,
     /// Keys, quotas, budgets.
     pub(crate) access: Access,
+    /// Prices and the usage ledger.
+    pub(crate) accounting: Arc<Accounting>,
     /// Connections to upstreams, one peer per router target.
     pub(crate) upstreams: UpstreamPool,
     /// Largest accepted request body.
@@ -108,7 +117,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the gateway for a validated config.
-    pub fn new(config: &Config, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        accounting: Arc<Accounting>,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
         let router = Router::new(config);
         let upstreams = UpstreamPool::new(router.targets());
         let models_body = render_models(router.listed_models());
@@ -116,6 +130,7 @@ impl Gateway {
         server_options.h2c = true;
         Gateway {
             access: Access::new(&config.access),
+            accounting,
             router,
             upstreams,
             max_body_bytes: config.server.max_body_bytes,
@@ -130,6 +145,7 @@ impl Gateway {
         let result = match route {
             RouteKind::Forward(endpoint) => self.forward(session, endpoint, ctx).await,
             RouteKind::Models => self.models(session, ctx).await,
+            RouteKind::UsageReport => self.usage_report(session, ctx).await,
             RouteKind::Live => {
                 self.respond(
                     session,
@@ -166,6 +182,9 @@ impl Gateway {
                         .upstream_breaker_state
                         .with_label_values(&[target.settings.name.as_str()])
                         .set(target.health.breaker_state().as_gauge());
+                }
+                if let Some(stats) = self.accounting.stats() {
+                    self.metrics.observe_ledger(&stats);
                 }
                 let errors = self.access.quotas.store_errors();
                 let seen = self.metrics.quota_store_errors.get();
@@ -331,6 +350,7 @@ impl HttpServerApp for Gateway {
                 session.get_header("x-request-id").map(|v| v.as_bytes()),
             ),
             started: Instant::now(),
+            started_unix_us: sluice_ledger::unix_micros_now(),
             model_label: "-".to_string(),
             status: 0,
         };

@@ -7,6 +7,8 @@
 //! [`cli`] is the command line. Only this crate knows pingora.
 
 mod access;
+mod accounting;
+mod admin;
 mod cli;
 mod error;
 mod failover;
@@ -14,11 +16,12 @@ mod forward;
 mod gateway;
 mod logging;
 mod metrics;
+mod report;
 mod server;
 mod upstream;
 
 use clap::Parser;
-use cli::{Cli, Command, LogFormatArg, ServeArgs};
+use cli::{Cli, Command, LedgerCommand, LogFormatArg, ServeArgs, UsageCommand};
 use sluice_config::{Config, ConfigError, LogFormat};
 use std::io::Write;
 use std::process::ExitCode;
@@ -28,6 +31,10 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { path }) => check_config(&path),
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Usage(UsageCommand::Export(args))) => report::export(&args),
+        Some(Command::Ledger(LedgerCommand::Verify { config })) => {
+            report::verify(config.as_deref())
+        }
         None => serve(cli.serve),
     }
 }

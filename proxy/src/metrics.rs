@@ -29,6 +29,16 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Time from sending a request upstream to its response headers, by upstream.
     pub upstream_first_byte: HistogramVec,
+    /// Tokens by model, provider and kind (prompt, completion).
+    pub tokens: IntCounterVec,
+    /// Cost in micro-dollars by model and provider.
+    pub cost_micros: IntCounterVec,
+    /// Requests recorded without a known price, by model and provider.
+    pub unpriced: IntCounterVec,
+    /// Ledger gauges: queue depth, spool records, spool bytes, database up.
+    pub ledger_gauges: IntGaugeVec,
+    /// Ledger counters: records written, spooled, replayed, lost; writes failed.
+    pub ledger_events: IntCounterVec,
     /// 1 while the shared quota store (Redis) answers, 0 when not; absent without one.
     pub quota_store_up: IntGauge,
     /// Calls to the shared quota store that failed.
@@ -101,6 +111,41 @@ impl Metrics {
         registry.register(Box::new(upstream_first_byte.clone()))?;
         registry.register(Box::new(upstream_attempts.clone()))?;
         registry.register(Box::new(upstream_breaker_state.clone()))?;
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "sluice_tokens_total",
+                "Tokens, by model, provider and kind (prompt, completion).",
+            ),
+            &["model", "provider", "kind"],
+        )?;
+        let cost_micros = IntCounterVec::new(
+            Opts::new(
+                "sluice_cost_usd_micros_total",
+                "Cost in micro-dollars (1e-6 USD), by model and provider.",
+            ),
+            &["model", "provider"],
+        )?;
+        let unpriced = IntCounterVec::new(
+            Opts::new(
+                "sluice_unpriced_requests_total",
+                "Requests recorded with no known price.",
+            ),
+            &["model", "provider"],
+        )?;
+        let ledger_gauges = IntGaugeVec::new(
+            Opts::new(
+                "sluice_ledger",
+                "Ledger state: queue_depth, spool_records, spool_bytes, database_up.",
+            ),
+            &["gauge"],
+        )?;
+        let ledger_events = IntCounterVec::new(
+            Opts::new(
+                "sluice_ledger_records_total",
+                "Usage records by fate: written, spooled, replayed, lost; and failed writes.",
+            ),
+            &["event"],
+        )?;
         let quota_store_up = IntGauge::new(
             "sluice_quota_store_up",
             "1 while the shared quota store (Redis) answers, else 0.",
@@ -111,6 +156,11 @@ impl Metrics {
         )?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(quota_store_up.clone()))?;
+        registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(cost_micros.clone()))?;
+        registry.register(Box::new(unpriced.clone()))?;
+        registry.register(Box::new(ledger_gauges.clone()))?;
+        registry.register(Box::new(ledger_events.clone()))?;
         registry.register(Box::new(quota_store_errors.clone()))?;
         Ok(Metrics {
             registry,
@@ -123,7 +173,38 @@ impl Metrics {
             upstream_breaker_state,
             quota_store_up,
             quota_store_errors,
+            tokens,
+            cost_micros,
+            unpriced,
+            ledger_gauges,
+            ledger_events,
         })
+    }
+
+    /// Copies the ledger writer's counters into the registry.
+    pub fn observe_ledger(&self, stats: &sluice_ledger::LedgerStats) {
+        let gauges = [
+            ("queue_depth", stats.queue_depth),
+            ("spool_records", stats.spool_pending_records),
+            ("spool_bytes", stats.spool_bytes),
+            ("database_up", u64::from(stats.database_up)),
+        ];
+        for (name, value) in gauges {
+            self.ledger_gauges
+                .with_label_values(&[name])
+                .set(value as i64);
+        }
+        let events = [
+            ("written", stats.records_written),
+            ("spooled", stats.records_spooled),
+            ("replayed", stats.records_replayed),
+            ("lost", stats.records_lost),
+            ("write_failed", stats.writes_failed),
+        ];
+        for (name, total) in events {
+            let counter = self.ledger_events.with_label_values(&[name]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -1,5 +1,6 @@
 //! Assembling and running the pingora server.
 
+use crate::accounting::Accounting;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use async_trait::async_trait;
@@ -17,6 +18,9 @@ pub enum StartupError {
     /// Metrics could not be registered (a duplicate name: a bug).
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The ledger or price table could not start.
+    #[error(transparent)]
+    Accounting(#[from] crate::accounting::AccountingError),
 }
 
 /// Flips readiness on once pingora runs its services, and off again when
@@ -37,7 +41,8 @@ impl BackgroundService for Readiness {
 pub fn run(config: Config) -> Result<(), StartupError> {
     let metrics = Arc::new(Metrics::new()?);
     let ready = Arc::new(AtomicBool::new(false));
-    let gateway = Gateway::new(&config, metrics, ready.clone());
+    let accounting = Arc::new(Accounting::start(&config, metrics.clone())?);
+    let gateway = Gateway::new(&config, metrics, accounting.clone(), ready.clone());
     if !gateway.access.required() {
         tracing::warn!("auth is off: anyone who reaches this port uses the upstream keys (declare tenants or set auth.required)");
     }
@@ -64,5 +69,8 @@ pub fn run(config: Config) -> Result<(), StartupError> {
         "starting sluice"
     );
     server.run(RunArgs::default());
+    // Every request has finished: flush the ledger (or spool it) before exit.
+    accounting.shutdown();
+    tracing::info!("sluice stopped");
     Ok(())
 }

@@ -9,6 +9,8 @@ use std::process::Command;
 
 fn sluice() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    // Keep the default ledger out of the source tree.
+    c.current_dir(std::env::temp_dir());
     c.env_remove("OPENAI_API_KEY").env_remove("OPENAI_BASE_URL");
     c
 }

@@ -74,6 +74,7 @@ impl Sluice {
             .env("RUST_LOG", "info")
             .env_remove("OPENAI_API_KEY")
             .env_remove("OPENAI_BASE_URL")
+            .current_dir(&dir.0) // the default SQLite ledger lands in the scratch dir
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in env {
@@ -101,6 +102,11 @@ impl Sluice {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The scratch directory sluice runs in (its default ledger lives here).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir.0
     }
 
     pub fn log(&self) -> String {

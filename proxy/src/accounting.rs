@@ -1,0 +1,312 @@
+//! Pricing and recording every forwarded request in the ledger.
+//!
+//! The ledger writer runs on its own small tokio runtime, so that its
+//! batching, spooling and replay never compete with request handling, and so
+//! that it can be flushed after pingora's runtimes have stopped (SIGTERM).
+//! [`Accounting::record`] never blocks the request path.
+
+use crate::metrics::Metrics;
+use serde_json::Value;
+use sluice_config::{Config, RawPrice};
+use sluice_ledger::{
+    count_tokens, EndState, Ledger, LedgerSettings, PriceBook, PriceOverride, PriceTable, Store,
+    TokenUsage, UsageRecord, UsageSource, UsdPerMillion,
+};
+use sluice_providers::Usage;
+use std::sync::Arc;
+
+/// Why accounting could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountingError {
+    /// The ledger's runtime could not be built.
+    #[error("cannot start the ledger runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    /// The ledger or a price was refused.
+    #[error("ledger: {0}")]
+    Ledger(#[from] sluice_ledger::LedgerError),
+}
+
+/// What one finished request contributes to the ledger.
+pub struct Finished<'a> {
+    /// When the request headers arrived (unix micros).
+    pub time_us: i64,
+    /// Its id.
+    pub request_id: &'a str,
+    /// Tenant and key id, when authenticated.
+    pub tenant: Option<&'a str>,
+    /// The key id.
+    pub key_id: Option<&'a str>,
+    /// Client-visible model.
+    pub model: &'a str,
+    /// Upstream that served it.
+    pub provider: &'a str,
+    /// Model name sent upstream.
+    pub upstream_model: &'a str,
+    /// Usage the provider reported, if any.
+    pub reported: Option<Usage>,
+    /// Request body (for counting when nothing was reported).
+    pub request_body: &'a [u8],
+    /// Text delivered to the client (for counting).
+    pub delivered_text: &'a str,
+    /// Whole-request latency.
+    pub latency_ms: u64,
+    /// Time to the first body byte sent to the client.
+    pub ttft_ms: Option<u64>,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Streamed?
+    pub stream: bool,
+    /// How it ended.
+    pub end_state: EndState,
+}
+
+/// Prices, the ledger writer and its runtime.
+pub struct Accounting {
+    ledger: Option<Ledger>,
+    store: Option<Store>,
+    prices: PriceBook,
+    /// Serve models with no price.
+    pub allow_unpriced: bool,
+    metrics: Arc<Metrics>,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn override_of(p: &RawPrice) -> Result<PriceOverride, sluice_ledger::LedgerError> {
+    Ok(PriceOverride {
+        model: p.model.clone(),
+        input: UsdPerMillion::parse(&p.input.0)?,
+        cached_input: p
+            .cached_input
+            .as_ref()
+            .map(|c| UsdPerMillion::parse(&c.0))
+            .transpose()?,
+        output: UsdPerMillion::parse(&p.output.0)?,
+        as_of: None,
+    })
+}
+
+impl Accounting {
+    /// Loads prices and starts the ledger writer (unless disabled).
+    pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Self, AccountingError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sluice-ledger")
+            .enable_all()
+            .build()?;
+        let overrides: Vec<PriceOverride> = config
+            .ledger
+            .pricing
+            .iter()
+            .map(override_of)
+            .collect::<Result<_, _>>()?;
+        let mut prices = PriceBook::new(PriceTable::embedded()?.with_overrides(&overrides)?);
+        for tenant in &config.access.tenants {
+            if !tenant.pricing.is_empty() {
+                let own: Vec<PriceOverride> = tenant
+                    .pricing
+                    .iter()
+                    .map(override_of)
+                    .collect::<Result<_, _>>()?;
+                prices.set_tenant_overrides(&tenant.name, &own)?;
+            }
+        }
+        let settings = &config.ledger;
+        let (ledger, store) = if settings.enabled {
+            let ledger_settings = LedgerSettings {
+                database_url: settings.database_url.expose().to_string(),
+                spool_dir: settings.spool_dir.clone(),
+                node_id: settings.node_id.clone(),
+                queue_capacity: settings.queue_capacity,
+                batch_size: settings.batch_size,
+                flush_interval: settings.flush_interval,
+                ..LedgerSettings::default()
+            };
+            if let Some(dir) = sqlite_parent(settings.database_url.expose()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let ledger = runtime.block_on(Ledger::start(ledger_settings))?;
+            // Reports read through their own pool; a database that is down at
+            // start only disables reports until restart, never serving.
+            let store = runtime
+                .block_on(Store::open(settings.database_url.expose()))
+                .map_err(|e| tracing::warn!(error = %e, "usage reports unavailable: database unreachable"))
+                .ok();
+            (Some(ledger), store)
+        } else {
+            (None, None)
+        };
+        Ok(Accounting {
+            ledger,
+            store,
+            prices,
+            allow_unpriced: settings.allow_unpriced,
+            metrics,
+            runtime,
+        })
+    }
+
+    /// Whether `model` has a price (for the unpriced policy).
+    pub fn is_priced(&self, tenant: Option<&str>, model: &str) -> bool {
+        self.prices.table_for(tenant).lookup(model).is_some()
+    }
+
+    /// Prices and records one request; returns its cost when priced.
+    pub fn record(&self, done: Finished<'_>) -> Option<i64> {
+        let (usage, source) = match done.reported {
+            Some(u) => (
+                TokenUsage {
+                    prompt_tokens: u.prompt_tokens,
+                    completion_tokens: u.completion_tokens,
+                    cached_prompt_tokens: u.cached_prompt_tokens,
+                },
+                UsageSource::Reported,
+            ),
+            None => (
+                TokenUsage {
+                    prompt_tokens: count_tokens(
+                        done.upstream_model,
+                        &prompt_text(done.request_body),
+                    ),
+                    completion_tokens: count_tokens(done.upstream_model, done.delivered_text),
+                    cached_prompt_tokens: 0,
+                },
+                UsageSource::Counted,
+            ),
+        };
+        let cost = self.prices.cost(done.tenant, done.upstream_model, &usage);
+        let labels = [done.model, done.provider];
+        self.metrics
+            .tokens
+            .with_label_values(&[done.model, done.provider, "prompt"])
+            .inc_by(usage.prompt_tokens);
+        self.metrics
+            .tokens
+            .with_label_values(&[done.model, done.provider, "completion"])
+            .inc_by(usage.completion_tokens);
+        if cost.priced {
+            self.metrics
+                .cost_micros
+                .with_label_values(&labels)
+                .inc_by(cost.micros.max(0) as u64);
+        } else {
+            self.metrics.unpriced.with_label_values(&labels).inc();
+        }
+        let Some(ledger) = &self.ledger else {
+            return cost.priced.then_some(cost.micros);
+        };
+        let record = UsageRecord {
+            time_us: done.time_us,
+            request_id: done.request_id.to_string(),
+            tenant: done.tenant.map(str::to_string),
+            key_id: done.key_id.map(str::to_string),
+            model: done.model.to_string(),
+            provider: done.provider.to_string(),
+            upstream_model: done.upstream_model.to_string(),
+            usage,
+            usage_source: source,
+            cost_micros: cost.micros,
+            priced: cost.priced,
+            latency_ms: done.latency_ms,
+            ttft_ms: done.ttft_ms,
+            http_status: done.status,
+            stream: done.stream,
+            end_state: done.end_state,
+        };
+        if let Err(e) = ledger.record(record) {
+            // Only a failing disk gets here: the record is lost, loudly.
+            tracing::error!(error = %e, "usage record lost");
+        }
+        cost.priced.then_some(cost.micros)
+    }
+
+    /// The report store, when the database was reachable at start.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// The ledger runtime, where report queries run.
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.runtime.handle().clone()
+    }
+
+    /// The writer's counters, for `/metrics`.
+    pub fn stats(&self) -> Option<sluice_ledger::LedgerStats> {
+        self.ledger.as_ref().map(Ledger::stats)
+    }
+
+    /// Flushes the queue to the database, or to the spool (SIGTERM).
+    pub fn shutdown(&self) {
+        if let Some(ledger) = &self.ledger {
+            if let Err(e) = self.runtime.block_on(ledger.shutdown()) {
+                tracing::error!(error = %e, "ledger shutdown incomplete");
+            }
+        }
+    }
+}
+
+fn sqlite_parent(url: &str) -> Option<&std::path::Path> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next()?;
+    std::path::Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+}
+
+/// The text of a request that becomes prompt tokens: message contents
+/// (strings or text parts), `prompt`, or `input`. Used only when the
+/// provider reported no usage.
+pub fn prompt_text(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let mut push = |s: &str| {
+        out.push_str(s);
+        out.push('\n');
+    };
+    if let Some(messages) = v["messages"].as_array() {
+        for m in messages {
+            match &m["content"] {
+                Value::String(s) => push(s),
+                Value::Array(parts) => parts
+                    .iter()
+                    .filter_map(|p| p["text"].as_str())
+                    .for_each(&mut push),
+                _ => {}
+            }
+        }
+    }
+    for key in ["prompt", "input"] {
+        match &v[key] {
+            Value::String(s) => push(s),
+            Value::Array(items) => items.iter().filter_map(Value::as_str).for_each(&mut push),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_text_collects_what_the_model_reads() {
+        let body = br#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hello"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#;
+        assert_eq!(prompt_text(body), "be brief\nhello\n");
+        assert_eq!(prompt_text(br#"{"model":"m","input":["a","b"]}"#), "a\nb\n");
+        assert_eq!(prompt_text(b"nope"), "");
+    }
+
+    #[test]
+    fn sqlite_parent_dirs() {
+        assert_eq!(
+            sqlite_parent("sqlite:sluice-data/ledger.db"),
+            Some(std::path::Path::new("sluice-data"))
+        );
+        assert_eq!(sqlite_parent("sqlite:ledger.db"), None);
+        assert_eq!(sqlite_parent("postgres://x/y"), None);
+    }
+}
