@@ -11,6 +11,7 @@ mod access;
 mod env;
 mod error;
 mod ledger;
+mod presets;
 pub mod raw;
 mod raw_access;
 mod raw_routing;
@@ -23,6 +24,7 @@ pub use access::{
 };
 pub use error::ConfigError;
 pub use ledger::{DecimalText, LedgerConfig, RawLedger, RawPrice};
+pub use presets::{bedrock_base_url, find_preset, Preset, PRESETS};
 pub use routing::{Balance, BreakerSettings, ModelRoute, RouteStep, RouteTarget, RoutingSettings};
 pub use secret::Secret;
 pub use validated::{

@@ -99,17 +99,43 @@ pub enum RawLogFormat {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    /// Wire format the upstream speaks. `openai` (the default) covers OpenAI
-    /// and every OpenAI-compatible server (vLLM, Ollama, TGI, another sluice).
+    /// What the upstream is: `openai` (the default) or an OpenAI-compatible
+    /// preset (`groq`, `mistral`, `deepseek`, `together`, `openrouter`,
+    /// `vllm`, `ollama`, `tgi`, `sluice`), or a translated API (`azure`,
+    /// `anthropic`, `gemini`, `bedrock`).
     #[serde(default)]
-    pub kind: RawUpstreamKind,
+    pub kind: Option<String>,
     /// Base URL including the API version prefix, e.g.
-    /// `https://api.openai.com/v1`. Required. `http` and `https` only.
-    pub base_url: String,
-    /// API key sent as `Authorization: Bearer <key>`; usually written as
-    /// `${OPENAI_API_KEY}`. Default: no key. Never logged or echoed.
+    /// `https://api.openai.com/v1`. `http` and `https` only. Default: the
+    /// kind's well-known URL; required for `azure` and `sluice`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// API key: `Authorization: Bearer` (OpenAI-compatible), `api-key`
+    /// (Azure), `x-api-key` (Anthropic), `x-goog-api-key` (Gemini); usually
+    /// `${ENV_VAR}`. Default: none. Never logged or echoed.
     #[serde(default)]
     pub api_key: Option<Secret>,
+    /// Azure `api-version`. Default `2024-10-21`.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Anthropic `anthropic-version` header. Default `2023-06-01`.
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// Anthropic `max_tokens` when the client gives none. Default 4096.
+    #[serde(default)]
+    pub default_max_tokens: Option<u64>,
+    /// Bedrock region, e.g. `us-east-1`. Required for `bedrock`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Bedrock access key id. Required for `bedrock`.
+    #[serde(default)]
+    pub aws_access_key_id: Option<Secret>,
+    /// Bedrock secret access key. Required for `bedrock`.
+    #[serde(default)]
+    pub aws_secret_access_key: Option<Secret>,
+    /// Bedrock session token of temporary credentials. Default: none.
+    #[serde(default)]
+    pub aws_session_token: Option<Secret>,
     /// Extra headers sent on every request to this upstream. Default: none.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -124,15 +150,6 @@ pub struct RawUpstream {
     /// Milliseconds allowed between two pieces of a response body. Default 300000.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
-}
-
-/// `upstreams.<name>.kind`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RawUpstreamKind {
-    /// OpenAI's API and every server that speaks it.
-    #[default]
-    Openai,
 }
 
 fn default_listen() -> String {

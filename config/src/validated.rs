@@ -1,6 +1,6 @@
 //! Validated configuration: what the rest of sluice reads.
 
-use crate::raw::{RawConfig, RawLogFormat, RawUpstreamKind};
+use crate::raw::{RawConfig, RawLogFormat, RawUpstream};
 use crate::routing::{ModelRoute, RoutingSettings};
 use crate::{ConfigError, Secret};
 use std::net::SocketAddr;
@@ -51,11 +51,36 @@ pub enum LogFormat {
     Json,
 }
 
-/// The wire format an upstream speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an upstream is, and what its wire format needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamKind {
-    /// OpenAI's API and every server that speaks it.
+    /// OpenAI and every OpenAI-compatible server.
     OpenAi,
+    /// Azure OpenAI.
+    Azure {
+        /// `api-version` query parameter.
+        api_version: String,
+    },
+    /// Anthropic Messages API.
+    Anthropic {
+        /// `anthropic-version` header.
+        version: String,
+        /// `max_tokens` when the client gives none.
+        default_max_tokens: u64,
+    },
+    /// Google Gemini.
+    Gemini,
+    /// AWS Bedrock Converse.
+    Bedrock {
+        /// Region.
+        region: String,
+        /// Access key id.
+        access_key_id: Secret,
+        /// Secret access key.
+        secret_access_key: Secret,
+        /// Session token.
+        session_token: Option<Secret>,
+    },
 }
 
 /// One upstream server, validated.
@@ -137,6 +162,56 @@ impl UpstreamBaseUrl {
     }
 }
 
+/// The validated kind of an upstream and its default base URL.
+fn upstream_kind(
+    up: &RawUpstream,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(UpstreamKind, Option<String>), ConfigError> {
+    let name = up.kind.as_deref().unwrap_or("openai");
+    let preset = crate::presets::find_preset(name).ok_or_else(|| {
+        let known: Vec<&str> = crate::presets::PRESETS.iter().map(|p| p.name).collect();
+        ConfigError::validation(
+            at("kind"),
+            format!("unknown kind {name:?}; known: {known:?}"),
+        )
+    })?;
+    let mut default_url = preset.base_url.map(str::to_string);
+    let kind = match preset.format {
+        "azure" => UpstreamKind::Azure {
+            api_version: up
+                .api_version
+                .clone()
+                .unwrap_or_else(|| "2024-10-21".to_string()),
+        },
+        "anthropic" => UpstreamKind::Anthropic {
+            version: up
+                .anthropic_version
+                .clone()
+                .unwrap_or_else(|| "2023-06-01".to_string()),
+            default_max_tokens: up.default_max_tokens.unwrap_or(4096).max(1),
+        },
+        "gemini" => UpstreamKind::Gemini,
+        "bedrock" => {
+            let need = |v: &Option<Secret>, key: &str| {
+                v.clone()
+                    .ok_or_else(|| ConfigError::validation(at(key), "is required for kind bedrock"))
+            };
+            let region = up.region.clone().ok_or_else(|| {
+                ConfigError::validation(at("region"), "is required for kind bedrock")
+            })?;
+            default_url = Some(crate::presets::bedrock_base_url(&region));
+            UpstreamKind::Bedrock {
+                access_key_id: need(&up.aws_access_key_id, "aws_access_key_id")?,
+                secret_access_key: need(&up.aws_secret_access_key, "aws_secret_access_key")?,
+                session_token: up.aws_session_token.clone(),
+                region,
+            }
+        }
+        _ => UpstreamKind::OpenAi,
+    };
+    Ok((kind, default_url))
+}
+
 impl Config {
     /// Validates raw settings: addresses parse, names are unique, references
     /// resolve, URLs and headers are well formed.
@@ -180,7 +255,11 @@ impl Config {
         let mut upstreams = Vec::with_capacity(raw.upstreams.len());
         for (name, up) in raw.upstreams {
             let at = |key: &str| format!("upstreams.{name}.{key}");
-            let base_url = UpstreamBaseUrl::parse(&up.base_url)
+            let (kind, default_url) = upstream_kind(&up, &at)?;
+            let base_url_text = up.base_url.clone().or(default_url).ok_or_else(|| {
+                ConfigError::validation(at("base_url"), "is required for this kind")
+            })?;
+            let base_url = UpstreamBaseUrl::parse(&base_url_text)
                 .map_err(|m| ConfigError::validation(at("base_url"), m))?;
             let mut headers = Vec::with_capacity(up.headers.len());
             for (key, value) in up.headers {
@@ -214,9 +293,7 @@ impl Config {
             }
             upstreams.push(UpstreamSettings {
                 name,
-                kind: match up.kind {
-                    RawUpstreamKind::Openai => UpstreamKind::OpenAi,
-                },
+                kind,
                 base_url,
                 api_key: up.api_key,
                 headers,

@@ -92,11 +92,22 @@ fn bad_type_names_its_path() {
 
 #[test]
 fn missing_required_key_names_its_path() {
-    let err = error_of("upstreams:\n  a: {}\n");
+    // Kinds with a well-known URL default it; Azure has none.
+    let err = error_of("upstreams:\n  a: {kind: azure}\n");
+    assert_eq!(err, "upstreams.a.base_url: is required for this kind");
+    let err = error_of("upstreams:\n  a: {kind: bedrock}\n");
+    assert_eq!(err, "upstreams.a.region: is required for kind bedrock");
+    let err = error_of("upstreams:\n  a: {kind: palm}\n");
     assert!(
-        err.contains("upstreams.a") && err.contains("base_url"),
+        err.starts_with("upstreams.a.kind: unknown kind \"palm\""),
         "{err}"
     );
+    let config = load_str(
+        "upstreams:\n  a: {kind: anthropic, api_key: k}\n",
+        &env_of(&[]),
+    )
+    .unwrap();
+    assert_eq!(config.upstreams[0].base_url.host, "api.anthropic.com");
 }
 
 #[test]

@@ -205,7 +205,7 @@ async fn handle(
     stats: Arc<MockStats>,
 ) -> Result<Response<MockBody>, std::convert::Infallible> {
     stats.requests.fetch_add(1, Ordering::SeqCst);
-    let status = header_num(&req, "x-mock-status").or_else(|| {
+    let mut status = header_num(&req, "x-mock-status").or_else(|| {
         let fail = stats.fail_status.load(Ordering::SeqCst);
         (fail != 0).then_some(u64::from(fail))
     });
@@ -219,9 +219,8 @@ async fn handle(
     };
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let hints = mock_providers::Hints::from_headers(req.headers());
-    let provider_route =
-        mock_providers::ProviderRoute::parse(method.as_str(), &path, req.uri().query(), &hints);
+    let mut hints = mock_providers::Hints::from_headers(req.headers());
+    let query = req.uri().query().map(str::to_string);
     let headers: Vec<(String, String)> = if options.record_requests {
         req.headers()
             .iter()
@@ -239,6 +238,12 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "body read failed")),
     };
+    // Translated providers never see the client's `x-mock-*` headers; the
+    // same hints may ride in the request text, which every format carries.
+    hints.read_body_markers(&body);
+    status = status.or_else(|| mock_providers::marker_status(&body));
+    let provider_route =
+        mock_providers::ProviderRoute::parse(method.as_str(), &path, query.as_deref(), &hints);
     if options.record_requests {
         if let Ok(mut last) = stats.last_request.lock() {
             *last = Some(RecordedRequest {

@@ -45,7 +45,39 @@ pub(crate) struct Hints {
     pub sigv4: bool,
 }
 
+/// The marker in request text that asks for a status: `mock-status:429`.
+const STATUS_MARKER: &[u8] = b"mock-status:";
+/// The marker that asks for a tool call: `mock-tool-call:NAME`.
+const TOOL_MARKER: &[u8] = b"mock-tool-call:";
+
+/// The word after `marker` in `body`: letters, digits, `_` and `-`.
+fn marker_value<'a>(body: &'a [u8], marker: &[u8]) -> Option<&'a str> {
+    let at = body.windows(marker.len()).position(|w| w == marker)? + marker.len();
+    let rest = &body[at..];
+    let end = rest
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-'))
+        .unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end])
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// A `mock-status:NNN` marker in the request text, if any.
+pub(crate) fn marker_status(body: &[u8]) -> Option<u64> {
+    marker_value(body, STATUS_MARKER).and_then(|v| v.parse().ok())
+}
+
 impl Hints {
+    /// Adds hints written in the request text (`mock-tool-call:NAME`): the
+    /// way to reach the mock through translated providers, which do not
+    /// forward client headers.
+    pub fn read_body_markers(&mut self, body: &[u8]) {
+        if self.tool_call.is_none() {
+            self.tool_call = marker_value(body, TOOL_MARKER).map(str::to_string);
+        }
+    }
+
     /// Reads the hints from request headers.
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());

@@ -19,7 +19,7 @@ use crate::{
 };
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
-use sluice_config::{Secret, UpstreamBaseUrl, UpstreamSettings};
+use sluice_config::{Secret, UpstreamBaseUrl, UpstreamKind, UpstreamSettings};
 
 /// Which wire format an upstream speaks, with the settings only that format
 /// needs. Built by `config/` from an upstream's `kind` and its fields.
@@ -54,86 +54,36 @@ pub enum ProviderKind {
     },
 }
 
-/// A named default for an upstream `kind`: its wire format and base URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Preset {
-    /// The `kind` value in config.
-    pub name: &'static str,
-    /// The wire format: `openai`, `azure`, `anthropic`, `gemini` or `bedrock`.
-    pub format: &'static str,
-    /// `base_url` when config gives none (`None`: it must be given; for
-    /// Bedrock it is derived from the region, see [`bedrock::default_base_url`]).
-    pub base_url: Option<&'static str>,
-    /// Whether an `api_key` is needed.
-    pub needs_api_key: bool,
-}
+pub use sluice_config::{find_preset, Preset, PRESETS};
 
-const fn preset(
-    name: &'static str,
-    format: &'static str,
-    base_url: Option<&'static str>,
-    needs_api_key: bool,
-) -> Preset {
-    Preset {
-        name,
-        format,
-        base_url,
-        needs_api_key,
+impl From<&UpstreamKind> for ProviderKind {
+    fn from(kind: &UpstreamKind) -> Self {
+        match kind {
+            UpstreamKind::OpenAi => ProviderKind::OpenAi,
+            UpstreamKind::Azure { api_version } => ProviderKind::Azure {
+                api_version: api_version.clone(),
+            },
+            UpstreamKind::Anthropic {
+                version,
+                default_max_tokens,
+            } => ProviderKind::Anthropic {
+                version: version.clone(),
+                default_max_tokens: *default_max_tokens,
+            },
+            UpstreamKind::Gemini => ProviderKind::Gemini,
+            UpstreamKind::Bedrock {
+                region,
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => ProviderKind::Bedrock {
+                region: region.clone(),
+                access_key_id: access_key_id.expose().to_string(),
+                secret_access_key: secret_access_key.clone(),
+                session_token: session_token.clone(),
+            },
+        }
     }
-}
-
-/// Every upstream `kind` sluice knows. OpenAI-compatible vendors are data:
-/// a base URL and Bearer auth over the one OpenAI implementation.
-pub const PRESETS: &[Preset] = &[
-    preset("openai", "openai", Some("https://api.openai.com/v1"), true),
-    preset(
-        "groq",
-        "openai",
-        Some("https://api.groq.com/openai/v1"),
-        true,
-    ),
-    preset("mistral", "openai", Some("https://api.mistral.ai/v1"), true),
-    preset(
-        "deepseek",
-        "openai",
-        Some("https://api.deepseek.com/v1"),
-        true,
-    ),
-    preset(
-        "together",
-        "openai",
-        Some("https://api.together.xyz/v1"),
-        true,
-    ),
-    preset(
-        "openrouter",
-        "openai",
-        Some("https://openrouter.ai/api/v1"),
-        true,
-    ),
-    preset("vllm", "openai", Some("http://127.0.0.1:8000/v1"), false),
-    preset("ollama", "openai", Some("http://127.0.0.1:11434/v1"), false),
-    preset("tgi", "openai", Some("http://127.0.0.1:8080/v1"), false),
-    preset("sluice", "openai", None, true),
-    preset("azure", "azure", None, true),
-    preset(
-        "anthropic",
-        "anthropic",
-        Some("https://api.anthropic.com/v1"),
-        true,
-    ),
-    preset(
-        "gemini",
-        "gemini",
-        Some("https://generativelanguage.googleapis.com/v1beta"),
-        true,
-    ),
-    preset("bedrock", "bedrock", None, false),
-];
-
-/// Looks up a `kind` in [`PRESETS`].
-pub fn find_preset(name: &str) -> Option<&'static Preset> {
-    PRESETS.iter().find(|p| p.name == name)
 }
 
 /// What every adapter shares: where the upstream is and the fixed headers
@@ -261,6 +211,11 @@ pub enum Provider {
 }
 
 impl Provider {
+    /// The adapter for a configured upstream, as its `kind` says.
+    pub fn from_settings(settings: &UpstreamSettings) -> Self {
+        Provider::new(settings, ProviderKind::from(&settings.kind))
+    }
+
     /// Builds the adapter for one upstream from its validated settings
     /// (address, `api_key`, extra headers) and its kind.
     pub fn new(settings: &UpstreamSettings, kind: ProviderKind) -> Self {

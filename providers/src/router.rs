@@ -8,8 +8,8 @@
 //! (breaker, `retry-after` cool-down) is decided when it is tried, through
 //! [`UpstreamHealth::begin`].
 
+use crate::adapter::Provider;
 use crate::health::UpstreamHealth;
-use crate::openai::OpenAiCompatible;
 use crate::ProviderError;
 use rand::Rng;
 use sluice_config::{
@@ -22,8 +22,8 @@ use std::collections::HashMap;
 pub struct UpstreamTarget {
     /// Validated settings (address, timeouts).
     pub settings: UpstreamSettings,
-    /// The wire adapter.
-    pub adapter: OpenAiCompatible,
+    /// The wire adapter (identity for OpenAI-compatible upstreams).
+    pub provider: Provider,
     /// Breaker, in-flight count, latency average.
     pub health: UpstreamHealth,
 }
@@ -70,7 +70,7 @@ impl Router {
             .upstreams
             .iter()
             .map(|settings| UpstreamTarget {
-                adapter: OpenAiCompatible::new(settings),
+                provider: Provider::from_settings(settings),
                 settings: settings.clone(),
                 health: UpstreamHealth::new(config.routing.breaker),
             })

@@ -17,7 +17,9 @@ use pingora::protocols::http::ServerSession;
 use pingora::ErrorType;
 use rand::Rng;
 use sluice_providers::openai::CLIENT_HEADERS_NOT_FORWARDED;
-use sluice_providers::{Candidate, Endpoint, RoutingFields, UpstreamTarget};
+use sluice_providers::{
+    Candidate, Endpoint, ReplyContext, RoutingFields, UpstreamRequest, UpstreamTarget,
+};
 use std::time::{Duration, Instant};
 
 /// Longest `retry-after` honoured as a cool-down.
@@ -37,14 +39,14 @@ pub(crate) struct Outbound<'a> {
 
 /// The attempt that answered.
 pub(crate) struct Answer<'r> {
+    /// What the response translator needs to know about the request.
+    pub reply: ReplyContext,
     /// The model name it was called with.
     pub upstream_model: &'r str,
     /// The live upstream exchange, response headers read.
     pub upstream: HttpSession,
     /// Index of the target that answered.
     pub target: usize,
-    /// Whether sluice asked for stream usage the client did not.
-    pub asked_usage: bool,
     /// Attempts made, this one included.
     pub attempts: u32,
 }
@@ -124,13 +126,17 @@ impl Gateway {
                 .with_label_values(&[name])
                 .inc();
 
-            let (upstream_body, asked_usage) =
-                fields.body_for_upstream(body, candidate.upstream_model);
-            let request = upstream_request(session, target, endpoint, ctx, upstream_body.len())
-                .map_err(|_| GatewayError::UpstreamUnavailable {
+            let outgoing =
+                target
+                    .provider
+                    .build_request(endpoint, body, fields, candidate.upstream_model)?;
+            let request = upstream_request(session, target, ctx, &outgoing).map_err(|_| {
+                GatewayError::UpstreamUnavailable {
                     upstream: name.to_string(),
                     cause: "could not build the upstream request",
-                })?;
+                }
+            })?;
+            let upstream_body = &outgoing.body;
             let peer = match self.upstreams.peer(candidate.target).await {
                 Ok(peer) => peer,
                 Err(e) => {
@@ -147,7 +153,7 @@ impl Gateway {
             let sent = Instant::now();
             let remaining = deadline.saturating_duration_since(sent);
             match self
-                .exchange(peer, target, &request, &upstream_body, remaining)
+                .exchange(peer, target, &request, upstream_body, remaining)
                 .await
             {
                 Ok(mut upstream) => {
@@ -188,10 +194,10 @@ impl Gateway {
                     }
                     guard.succeeded();
                     return Ok(Answer {
+                        reply: outgoing.reply,
                         upstream_model: candidate.upstream_model,
                         upstream,
                         target: candidate.target,
-                        asked_usage,
                         attempts,
                     });
                 }
@@ -381,33 +387,34 @@ pub(crate) fn upstream_failure(
     }
 }
 
-/// The request header sent upstream: the client's headers minus hop-by-hop
-/// and credential headers, plus the upstream's own.
+/// The request header sent upstream: for OpenAI-compatible upstreams the
+/// client's headers minus hop-by-hop and credential headers; then the
+/// adapter's own (credentials, version, signature).
 fn upstream_request(
     session: &ServerSession,
     target: &UpstreamTarget,
-    endpoint: Endpoint,
     ctx: &RequestCtx,
-    body_len: usize,
+    outgoing: &UpstreamRequest,
 ) -> pingora::Result<RequestHeader> {
     let client = session.req_header();
-    let adapter = &target.adapter;
     let mut request = RequestHeader::build(
-        "POST",
-        adapter.path(endpoint).as_bytes(),
-        Some(client.headers.len() + 4),
+        outgoing.method.clone(),
+        outgoing.path_and_query.as_bytes(),
+        Some(client.headers.len() + outgoing.headers.len() + 3),
     )?;
-    for (name, value) in client.headers.iter() {
-        if CLIENT_HEADERS_NOT_FORWARDED.contains(&name.as_str()) || name == "x-request-id" {
-            continue;
+    if outgoing.forward_client_headers {
+        for (name, value) in client.headers.iter() {
+            if CLIENT_HEADERS_NOT_FORWARDED.contains(&name.as_str()) || name == "x-request-id" {
+                continue;
+            }
+            request.append_header(name.clone(), value.clone())?;
         }
-        request.append_header(name.clone(), value.clone())?;
     }
-    request.insert_header("host", adapter.host_header())?;
-    request.insert_header("content-length", body_len)?;
+    request.insert_header("host", target.provider.host_header())?;
+    request.insert_header("content-length", outgoing.body.len())?;
     request.insert_header("x-request-id", ctx.request_id.as_str())?;
-    for (name, value) in adapter.headers() {
-        request.insert_header(name.to_string(), value)?;
+    for (name, value) in &outgoing.headers {
+        request.insert_header(name.clone(), value.clone())?;
     }
     Ok(request)
 }

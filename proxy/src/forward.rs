@@ -15,7 +15,7 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::ServerSession;
 use sluice_ledger::EndState;
-use sluice_providers::{Endpoint, RoutingFields, UpstreamTarget, UsageTracker};
+use sluice_providers::{Endpoint, ResponseTranslator, RoutingFields, UpstreamTarget};
 use std::time::Instant;
 
 /// How relaying a response body ended.
@@ -99,12 +99,11 @@ impl Gateway {
                 cause: "no response header",
             });
         };
-        let is_sse = upstream_header
-            .headers
-            .get("content-type")
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let mut translator = target
+            .provider
+            .response_translator(&answer.reply, upstream_header.status.as_u16());
         let mut header = self
-            .client_response_header(upstream_header, ctx, session.is_http2())
+            .client_response_header(upstream_header, &translator, ctx, session.is_http2())
             .map_err(|_| GatewayError::UpstreamUnavailable {
                 upstream: target.settings.name.clone(),
                 cause: "invalid response header",
@@ -117,6 +116,10 @@ impl Gateway {
             }
         }
         ctx.status = header.status.as_u16();
+        let is_sse = header
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         if session
             .write_response_header(Box::new(header))
             .await
@@ -128,9 +131,8 @@ impl Gateway {
         }
 
         upstream.set_read_timeout(Some(target.settings.idle_timeout));
-        let mut tracker = UsageTracker::new(is_sse, answer.asked_usage);
         let (outcome, first_byte_at) = self
-            .relay_body(session, &mut upstream, &mut tracker, target, is_sse)
+            .relay_body(session, &mut upstream, &mut translator, target, is_sse)
             .await;
         if outcome == RelayOutcome::Completed && upstream.response_done() {
             if let Ok(peer) = self.upstreams.peer(answer.target).await {
@@ -142,7 +144,7 @@ impl Gateway {
         } else {
             upstream.shutdown().await;
         }
-        let reported = tracker.reported();
+        let reported = translator.usage();
         if let (Some(admission), Some(u)) = (caller.admission.as_mut(), reported) {
             admission.settle(u.prompt_tokens + u.completion_tokens);
         }
@@ -157,7 +159,7 @@ impl Gateway {
             upstream_model: answer.upstream_model,
             reported,
             request_body: &body,
-            delivered_text: tracker.delivered_text(),
+            delivered_text: translator.delivered_text(),
             latency_ms: ctx.started.elapsed().as_millis() as u64,
             ttft_ms: first_byte_at.map(|t| t.duration_since(ctx.started).as_millis() as u64),
             status: ctx.status,
@@ -178,7 +180,7 @@ impl Gateway {
         &self,
         session: &mut ServerSession,
         upstream: &mut HttpSession,
-        tracker: &mut UsageTracker,
+        tracker: &mut ResponseTranslator,
         target: &UpstreamTarget,
         is_sse: bool,
     ) -> (RelayOutcome, Option<Instant>) {
@@ -225,17 +227,31 @@ impl Gateway {
     }
 
     /// The client's response header: the upstream's status and headers, less
-    /// hop-by-hop ones, plus sluice's own.
+    /// hop-by-hop ones, plus sluice's own; a translated reply gets the
+    /// translator's status and content type (and no upstream length).
     fn client_response_header(
         &self,
         upstream: &ResponseHeader,
+        translator: &ResponseTranslator,
         ctx: &RequestCtx,
         downstream_h2: bool,
     ) -> pingora::Result<ResponseHeader> {
-        let mut header = self.response_header(ctx, upstream.status.as_u16())?;
+        let mut header = self.response_header(ctx, translator.status())?;
+        let translated = translator.content_type();
+        if let Some(content_type) = translated {
+            header.insert_header("content-type", content_type)?;
+        }
         let mut has_length = false;
         for (name, value) in upstream.headers.iter() {
             if HOP_BY_HOP.contains(&name.as_str()) || name == "x-request-id" {
+                continue;
+            }
+            if translated.is_some()
+                && matches!(
+                    name.as_str(),
+                    "content-type" | "content-length" | "content-encoding"
+                )
+            {
                 continue;
             }
             has_length |= name == "content-length";
@@ -245,6 +261,25 @@ impl Gateway {
             header.insert_header("transfer-encoding", "chunked")?;
         }
         Ok(header)
+    }
+}
+
+/// Most of an oversized body read and discarded before answering 413.
+const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Longest time spent discarding it.
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and discards what is left of a refused body (bounded in bytes and
+/// time), so that a client still uploading reads the 413 instead of a
+/// broken pipe; nginx calls this a lingering close.
+async fn drain_body(session: &mut ServerSession) {
+    let mut drained = 0usize;
+    let deadline = tokio::time::Instant::now() + DRAIN_MAX_TIME;
+    while drained < DRAIN_MAX_BYTES {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => drained += chunk.len(),
+            _ => break,
+        }
     }
 }
 
@@ -272,6 +307,7 @@ async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, G
         };
         let so_far = first.as_ref().map_or(0, Bytes::len) + rest.as_ref().map_or(0, BytesMut::len);
         if so_far + chunk.len() > limit {
+            drain_body(session).await;
             session.set_keepalive(None);
             return Err(GatewayError::BodyTooLarge { limit });
         }

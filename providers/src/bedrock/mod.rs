@@ -32,7 +32,7 @@ pub const SIGNING_SERVICE: &str = "bedrock";
 
 /// The regional endpoint, for config to use when no `base_url` is given.
 pub fn default_base_url(region: &str) -> String {
-    format!("https://bedrock-runtime.{region}.amazonaws.com")
+    sluice_config::bedrock_base_url(region)
 }
 
 /// Static AWS credentials and the region they sign for.

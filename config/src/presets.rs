@@ -1,0 +1,90 @@
+//! The upstream `kind`s sluice knows: each one's wire format, default base
+//! URL and whether it needs a key. OpenAI-compatible vendors are data here,
+//! sharing the one OpenAI implementation in `providers/`.
+
+/// A named default for an upstream `kind`: its wire format and base URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    /// The `kind` value in config.
+    pub name: &'static str,
+    /// The wire format: `openai`, `azure`, `anthropic`, `gemini` or `bedrock`.
+    pub format: &'static str,
+    /// `base_url` when config gives none (`None`: it must be given; for
+    /// Bedrock it is derived from the region, see [`bedrock_base_url`]).
+    pub base_url: Option<&'static str>,
+    /// Whether an `api_key` is needed.
+    pub needs_api_key: bool,
+}
+
+const fn preset(
+    name: &'static str,
+    format: &'static str,
+    base_url: Option<&'static str>,
+    needs_api_key: bool,
+) -> Preset {
+    Preset {
+        name,
+        format,
+        base_url,
+        needs_api_key,
+    }
+}
+
+/// Every upstream `kind` sluice knows. OpenAI-compatible vendors are data:
+/// a base URL and Bearer auth over the one OpenAI implementation.
+pub const PRESETS: &[Preset] = &[
+    preset("openai", "openai", Some("https://api.openai.com/v1"), true),
+    preset(
+        "groq",
+        "openai",
+        Some("https://api.groq.com/openai/v1"),
+        true,
+    ),
+    preset("mistral", "openai", Some("https://api.mistral.ai/v1"), true),
+    preset(
+        "deepseek",
+        "openai",
+        Some("https://api.deepseek.com/v1"),
+        true,
+    ),
+    preset(
+        "together",
+        "openai",
+        Some("https://api.together.xyz/v1"),
+        true,
+    ),
+    preset(
+        "openrouter",
+        "openai",
+        Some("https://openrouter.ai/api/v1"),
+        true,
+    ),
+    preset("vllm", "openai", Some("http://127.0.0.1:8000/v1"), false),
+    preset("ollama", "openai", Some("http://127.0.0.1:11434/v1"), false),
+    preset("tgi", "openai", Some("http://127.0.0.1:8080/v1"), false),
+    preset("sluice", "openai", None, true),
+    preset("azure", "azure", None, true),
+    preset(
+        "anthropic",
+        "anthropic",
+        Some("https://api.anthropic.com/v1"),
+        true,
+    ),
+    preset(
+        "gemini",
+        "gemini",
+        Some("https://generativelanguage.googleapis.com/v1beta"),
+        true,
+    ),
+    preset("bedrock", "bedrock", None, false),
+];
+
+/// Looks up a `kind` in [`PRESETS`].
+pub fn find_preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+/// Bedrock's runtime endpoint for `region`.
+pub fn bedrock_base_url(region: &str) -> String {
+    format!("https://bedrock-runtime.{region}.amazonaws.com")
+}
