@@ -202,6 +202,11 @@ impl LocalBudgets {
         Ok(reservation)
     }
 
+    /// The zone whose calendar bounds the periods.
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.tz
+    }
+
     /// `(spent, reserved)` for `scope` in its current period.
     pub fn usage(&self, scope: &Scope) -> Option<(i64, i64)> {
         let map = self.scopes.read().ok()?;

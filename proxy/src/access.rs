@@ -3,9 +3,10 @@
 
 use crate::error::GatewayError;
 use pingora::protocols::http::ServerSession;
-use sluice_config::{AccessSettings, Limits, Priority};
+use sluice_config::{AccessSettings, Budget, Limits, Priority};
 use sluice_filters::{
-    Authenticator, KeyEntry, KeyHash, QuotaAdmission, Quotas, RedisQuotas, Scope,
+    Authenticator, BudgetReservation, BudgetSpec, KeyEntry, KeyHash, LocalBudgets, QuotaAdmission,
+    Quotas, RedisQuotas, Scope,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use std::sync::Arc;
 pub struct TenantPolicy {
     /// Tenant-wide limits.
     pub limits: Limits,
+    /// Tenant-wide budget.
+    pub budget: Option<Budget>,
 }
 
 /// The caller of one request, once admitted.
@@ -36,12 +39,30 @@ pub struct Access {
     pub quotas: Quotas,
     tenants: HashMap<String, TenantPolicy>,
     default_max_tokens: u64,
+    /// Keys declared in config (for seeding their budgets).
+    pub config_keys: Vec<KeyEntry>,
+    /// Spend reservations per key and tenant.
+    pub budgets: LocalBudgets,
+    /// Scopes whose soft limit was already announced this period.
+    alerted: std::sync::Mutex<std::collections::HashSet<(Scope, i64)>>,
+    /// Where soft-limit alerts are POSTed.
+    pub alert_webhook: Option<String>,
+}
+
+/// A budget hold for one request, and what crossing a soft limit asks for.
+pub struct BudgetHold {
+    /// The reservation; settle it with the real cost.
+    pub reservation: BudgetReservation,
+    /// Model to route to instead, when a soft limit with `downgrade_to` was crossed.
+    pub downgrade_to: Option<String>,
+    /// Scopes whose soft limit this request crossed for the first time this period.
+    pub newly_alerted: Vec<Scope>,
 }
 
 impl Access {
     /// Builds auth and quota state from validated settings.
     pub fn new(settings: &AccessSettings) -> Self {
-        let keys = settings
+        let keys: Vec<KeyEntry> = settings
             .tenants
             .iter()
             .flat_map(|t| t.keys.iter().map(|k| KeyEntry::from_settings(&t.name, k)))
@@ -49,7 +70,8 @@ impl Access {
         Access {
             required: settings.auth_required,
             admin_key: settings.admin_key.as_ref().map(|k| KeyHash::of(k.expose())),
-            auth: Authenticator::new(keys, None),
+            auth: Authenticator::new(keys.clone(), None),
+            config_keys: keys,
             quotas: match &settings.redis_url {
                 None => Quotas::local(),
                 Some(url) => match RedisQuotas::new(url.expose()) {
@@ -65,11 +87,20 @@ impl Access {
                 .tenants
                 .iter()
                 .map(|t| {
-                    let policy = TenantPolicy { limits: t.limits };
+                    let policy = TenantPolicy {
+                        limits: t.limits,
+                        budget: t.budget.clone(),
+                    };
                     (t.name.clone(), policy)
                 })
                 .collect(),
             default_max_tokens: settings.default_max_tokens,
+            budgets: LocalBudgets::new(
+                jiff::tz::TimeZone::get(&settings.budget_time_zone)
+                    .unwrap_or(jiff::tz::TimeZone::UTC),
+            ),
+            alerted: std::sync::Mutex::new(std::collections::HashSet::new()),
+            alert_webhook: settings.alert_webhook.clone(),
         }
     }
 
@@ -118,6 +149,142 @@ impl Access {
             None,
         )
         .is_some_and(|k| KeyHash::of(k).ct_eq(admin))
+    }
+
+    /// Loads what every budgeted key and tenant already spent this period,
+    /// the ledger being the durable source of truth.
+    pub fn seed_budgets(&self, accounting: &crate::accounting::Accounting, keys: &[KeyEntry]) {
+        let now = jiff::Timestamp::now();
+        let tz = self.budgets_tz();
+        let mut seeded = 0;
+        for (tenant, policy) in &self.tenants {
+            if let Some(b) = &policy.budget {
+                let scope = Scope::Tenant(tenant.clone());
+                let spec = BudgetSpec {
+                    limit_micros: b.limit_micros,
+                    soft_limit_micros: b.soft_limit_micros,
+                    period: b.period,
+                };
+                let from =
+                    sluice_filters::period_start(b.period, now, &tz).saturating_mul(1_000_000);
+                let spent: i64 = accounting
+                    .spent_since(from, sluice_ledger::GroupKey::Tenant)
+                    .into_iter()
+                    .filter(|(name, _)| name == tenant)
+                    .map(|(_, c)| c)
+                    .sum();
+                self.budgets.seed(&scope, &spec, spent, now);
+                seeded += 1;
+            }
+        }
+        for key in keys {
+            if let Some(b) = &key.budget {
+                let spec = BudgetSpec {
+                    limit_micros: b.limit_micros,
+                    soft_limit_micros: b.soft_limit_micros,
+                    period: b.period,
+                };
+                let from =
+                    sluice_filters::period_start(b.period, now, &tz).saturating_mul(1_000_000);
+                let spent: i64 = accounting
+                    .spent_since(from, sluice_ledger::GroupKey::Key)
+                    .into_iter()
+                    .filter(|(name, _)| *name == key.key_id)
+                    .map(|(_, c)| c)
+                    .sum();
+                self.budgets
+                    .seed(&Scope::Key(key.key_id.clone()), &spec, spent, now);
+                seeded += 1;
+            }
+        }
+        if seeded > 0 {
+            tracing::info!(budgets = seeded, "budgets seeded from the ledger");
+        }
+    }
+
+    /// `max_tokens` to assume when a request gives none.
+    pub fn default_max_tokens(&self) -> u64 {
+        self.default_max_tokens
+    }
+
+    /// The budgets that apply to `key`: its own, then its tenant's.
+    pub fn budget_scopes(&self, key: &KeyEntry) -> Vec<(Scope, BudgetSpec, Option<String>)> {
+        let spec = |b: &Budget| BudgetSpec {
+            limit_micros: b.limit_micros,
+            soft_limit_micros: b.soft_limit_micros,
+            period: b.period,
+        };
+        let mut scopes = Vec::with_capacity(2);
+        if let Some(b) = &key.budget {
+            scopes.push((
+                Scope::Key(key.key_id.clone()),
+                spec(b),
+                b.downgrade_to.clone(),
+            ));
+        }
+        if let Some(b) = self
+            .tenants
+            .get(&key.tenant)
+            .and_then(|t| t.budget.as_ref())
+        {
+            scopes.push((
+                Scope::Tenant(key.tenant.clone()),
+                spec(b),
+                b.downgrade_to.clone(),
+            ));
+        }
+        scopes
+    }
+
+    /// Reserves `worst_case_micros` on the key's and tenant's budgets; refuses
+    /// with 429 `insufficient_quota` past a hard limit.
+    pub fn reserve_budget(
+        &self,
+        key: &KeyEntry,
+        worst_case_micros: i64,
+    ) -> Result<Option<BudgetHold>, GatewayError> {
+        let scopes = self.budget_scopes(key);
+        if scopes.is_empty() {
+            return Ok(None);
+        }
+        let now = jiff::Timestamp::now();
+        let specs: Vec<(Scope, BudgetSpec)> = scopes
+            .iter()
+            .map(|(s, b, _)| (s.clone(), b.clone()))
+            .collect();
+        let reservation = self.budgets.reserve(&specs, worst_case_micros, now)?;
+        let mut downgrade_to = None;
+        let mut newly_alerted = Vec::new();
+        if reservation.soft_limit_crossed {
+            for (scope, spec, downgrade) in &scopes {
+                let Some((spent, reserved)) = self.budgets.usage(scope) else {
+                    continue;
+                };
+                if spec
+                    .soft_limit_micros
+                    .is_some_and(|soft| spent + reserved > soft)
+                {
+                    downgrade_to = downgrade_to.or_else(|| downgrade.clone());
+                    let period = sluice_filters::period_start(spec.period, now, &self.budgets_tz());
+                    if self
+                        .alerted
+                        .lock()
+                        .is_ok_and(|mut a| a.insert((scope.clone(), period)))
+                    {
+                        newly_alerted.push(scope.clone());
+                    }
+                }
+            }
+        }
+        Ok(Some(BudgetHold {
+            reservation,
+            downgrade_to,
+            newly_alerted,
+        }))
+    }
+
+    fn budgets_tz(&self) -> jiff::tz::TimeZone {
+        self.budgets.time_zone().clone()
     }
 
     /// Checks the model allow-list and admits the request against the key's

@@ -150,6 +150,23 @@ impl Accounting {
         self.prices.table_for(tenant).lookup(model).is_some()
     }
 
+    /// Cost in micro-dollars of `prompt` + `completion` tokens of `model`, if priced.
+    pub fn cost_micros(
+        &self,
+        tenant: Option<&str>,
+        model: &str,
+        prompt: u64,
+        completion: u64,
+    ) -> Option<i64> {
+        let usage = TokenUsage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_prompt_tokens: 0,
+        };
+        let cost = self.prices.cost(tenant, model, &usage);
+        cost.priced.then_some(cost.micros)
+    }
+
     /// Prices and records one request; returns its cost when priced.
     pub fn record(&self, done: Finished<'_>) -> Option<i64> {
         let (usage, source) = match done.reported {
@@ -217,6 +234,26 @@ impl Accounting {
             tracing::error!(error = %e, "usage record lost");
         }
         cost.priced.then_some(cost.micros)
+    }
+
+    /// What each tenant (`GroupKey::Tenant`) or key (`GroupKey::Key`) spent
+    /// since `from_us`, from the ledger; empty when it is unreachable.
+    pub fn spent_since(&self, from_us: i64, by: sluice_ledger::GroupKey) -> Vec<(String, i64)> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        let query = sluice_ledger::ReportQuery::new(from_us, i64::MAX, &[by]);
+        self.runtime.block_on(async {
+            use futures_util::StreamExt;
+            let mut rows = store.report(&query);
+            let mut out = Vec::new();
+            while let Some(Ok(row)) = rows.next().await {
+                if let Some(Some(name)) = row.value(by) {
+                    out.push((name.to_string(), row.cost_micros));
+                }
+            }
+            out
+        })
     }
 
     /// The report store, when the database was reachable at start.

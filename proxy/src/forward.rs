@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::ServerSession;
+use sluice_filters::BudgetReservation;
 use sluice_ledger::EndState;
 use sluice_providers::{Endpoint, ResponseTranslator, RoutingFields, UpstreamTarget};
 use std::time::Instant;
@@ -27,6 +28,38 @@ enum RelayOutcome {
     ClientGone,
     /// The upstream failed part-way.
     UpstreamBroke,
+    /// The stream crossed a hard budget and was cut.
+    BudgetCut,
+}
+
+/// How to tell that a running stream has crossed its hard budget.
+struct Cutoff<'a> {
+    reservation: &'a BudgetReservation,
+    /// Cost so far, from the text delivered so far.
+    running_cost: &'a (dyn Fn(&str) -> i64 + Sync),
+    model: &'a str,
+}
+
+impl Cutoff<'_> {
+    /// The end of a cut stream: a final chunk with `finish_reason: "length"`,
+    /// then OpenAI's `insufficient_quota` error event, then `[DONE]`.
+    fn closing_events(&self, spent_micros: i64) -> Bytes {
+        let last = serde_json::json!({
+            "id": "chatcmpl-sluice-budget-cut",
+            "object": "chat.completion.chunk",
+            "created": jiff::Timestamp::now().as_second(),
+            "model": self.model,
+            "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "length"}],
+        });
+        let error = GatewayError::Budget(sluice_filters::BudgetRejection {
+            scope_kind: "request",
+            limit_micros: spent_micros,
+            spent_micros,
+        });
+        let mut out = format!("data: {last}\n\n").into_bytes();
+        out.extend_from_slice(&error.sse_event());
+        Bytes::from(out)
+    }
 }
 
 /// Response headers that describe one hop, not the message.
@@ -52,7 +85,7 @@ impl Gateway {
         let key = self.access.identify(session).await?;
         let body = read_body(session, self.max_body_bytes).await?;
         let fields = RoutingFields::parse(&body)?;
-        let route = self.router.resolve(&fields.model)?;
+        let requested_route = self.router.resolve(&fields.model)?;
         // A rough prompt-token estimate (4 bytes a token) for the reservation;
         // it is settled on the real usage.
         let prompt_estimate = body.len() as u64 / 4;
@@ -66,6 +99,40 @@ impl Gateway {
                 fields.max_tokens,
             )
             .await?;
+        let tenant = caller.key.as_deref().map(|k| k.tenant.as_str());
+        let max_tokens = fields
+            .max_tokens
+            .unwrap_or(self.access.default_max_tokens());
+        let mut budget = None;
+        if let Some(key) = caller.key.as_deref() {
+            // Worst case at the price of the first planned target.
+            let priced_as = self
+                .router
+                .plan(&requested_route)
+                .first()
+                .map_or(fields.model.as_str(), |c| c.upstream_model);
+            let worst = self
+                .accounting
+                .cost_micros(tenant, priced_as, prompt_estimate, max_tokens)
+                .unwrap_or(0);
+            let hold = self.access.reserve_budget(key, worst).inspect_err(|_| {
+                self.metrics
+                    .budget_events
+                    .with_label_values(&["hard_limit_refused"])
+                    .inc();
+            })?;
+            if let Some(hold) = &hold {
+                for scope in &hold.newly_alerted {
+                    self.alert_soft_limit(scope);
+                }
+            }
+            budget = hold;
+        }
+        let downgrade = budget.as_ref().and_then(|b| b.downgrade_to.clone());
+        let route = match downgrade.as_deref().map(|m| self.router.resolve(m)) {
+            Some(Ok(cheaper)) => cheaper,
+            _ => requested_route,
+        };
         ctx.model_label = route.model_label.to_string();
         let span = tracing::Span::current();
         if let Some(key) = &caller.key {
@@ -110,6 +177,9 @@ impl Gateway {
             })?;
         let _ = header.insert_header("x-sluice-target", target.settings.name.as_str());
         let _ = header.insert_header("x-sluice-attempts", answer.attempts);
+        if let Some(model) = &downgrade {
+            let _ = header.insert_header("x-sluice-downgraded-to", model.as_str());
+        }
         if let Some(admission) = &caller.admission {
             for (name, value) in crate::error::rate_limit_headers(admission.status()) {
                 let _ = header.insert_header(name, value);
@@ -131,8 +201,27 @@ impl Gateway {
         }
 
         upstream.set_read_timeout(Some(target.settings.idle_timeout));
+        let running_cost = |delivered: &str| {
+            // About four characters a token; the record counts exactly later.
+            let completion = delivered.len() as u64 / 4;
+            self.accounting
+                .cost_micros(tenant, answer.upstream_model, prompt_estimate, completion)
+                .unwrap_or(0)
+        };
+        let cutoff = budget.as_ref().filter(|_| is_sse).map(|b| Cutoff {
+            reservation: &b.reservation,
+            running_cost: &running_cost,
+            model: answer.upstream_model,
+        });
         let (outcome, first_byte_at) = self
-            .relay_body(session, &mut upstream, &mut translator, target, is_sse)
+            .relay_body(
+                session,
+                &mut upstream,
+                &mut translator,
+                target,
+                is_sse,
+                cutoff,
+            )
             .await;
         if outcome == RelayOutcome::Completed && upstream.response_done() {
             if let Ok(peer) = self.upstreams.peer(answer.target).await {
@@ -149,7 +238,7 @@ impl Gateway {
             admission.settle(u.prompt_tokens + u.completion_tokens);
         }
         let key = caller.key.as_deref();
-        self.accounting.record(Finished {
+        let cost = self.accounting.record(Finished {
             time_us: ctx.started_unix_us,
             request_id: ctx.request_id.as_str(),
             tenant: key.map(|k| k.tenant.as_str()),
@@ -166,10 +255,13 @@ impl Gateway {
             stream: fields.stream,
             end_state: match outcome {
                 RelayOutcome::Completed => EndState::Completed,
-                RelayOutcome::ClientGone => EndState::Cancelled,
+                RelayOutcome::ClientGone | RelayOutcome::BudgetCut => EndState::Cancelled,
                 RelayOutcome::UpstreamBroke => EndState::Broken,
             },
         });
+        if let Some(hold) = budget {
+            hold.reservation.settle(cost.unwrap_or(0));
+        }
         Ok(())
     }
 
@@ -183,6 +275,7 @@ impl Gateway {
         tracker: &mut ResponseTranslator,
         target: &UpstreamTarget,
         is_sse: bool,
+        cutoff: Option<Cutoff<'_>>,
     ) -> (RelayOutcome, Option<Instant>) {
         let mut first_byte_at = None;
         loop {
@@ -194,6 +287,19 @@ impl Gateway {
                     }
                     if session.write_response_body(out, false).await.is_err() {
                         return (RelayOutcome::ClientGone, first_byte_at);
+                    }
+                    if let Some(cut) = &cutoff {
+                        let running = (cut.running_cost)(tracker.delivered_text());
+                        if cut.reservation.would_exceed(running) {
+                            self.metrics
+                                .budget_events
+                                .with_label_values(&["stream_cut"])
+                                .inc();
+                            let _ = session
+                                .write_response_body(cut.closing_events(running), true)
+                                .await;
+                            return (RelayOutcome::BudgetCut, first_byte_at);
+                        }
                     }
                 }
                 Ok(None) => break,

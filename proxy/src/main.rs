@@ -9,6 +9,7 @@
 mod access;
 mod accounting;
 mod admin;
+mod alert;
 mod cli;
 mod error;
 mod failover;

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub cost_micros: IntCounterVec,
     /// Requests recorded without a known price, by model and provider.
     pub unpriced: IntCounterVec,
+    /// Budget events: soft_limit_crossed, hard_limit_refused, stream_cut.
+    pub budget_events: IntCounterVec,
     /// Ledger gauges: queue depth, spool records, spool bytes, database up.
     pub ledger_gauges: IntGaugeVec,
     /// Ledger counters: records written, spooled, replayed, lost; writes failed.
@@ -132,6 +134,13 @@ impl Metrics {
             ),
             &["model", "provider"],
         )?;
+        let budget_events = IntCounterVec::new(
+            Opts::new(
+                "sluice_budget_events_total",
+                "Budget events: soft_limit_crossed, hard_limit_refused, stream_cut.",
+            ),
+            &["event"],
+        )?;
         let ledger_gauges = IntGaugeVec::new(
             Opts::new(
                 "sluice_ledger",
@@ -160,6 +169,7 @@ impl Metrics {
         registry.register(Box::new(cost_micros.clone()))?;
         registry.register(Box::new(unpriced.clone()))?;
         registry.register(Box::new(ledger_gauges.clone()))?;
+        registry.register(Box::new(budget_events.clone()))?;
         registry.register(Box::new(ledger_events.clone()))?;
         registry.register(Box::new(quota_store_errors.clone()))?;
         Ok(Metrics {
@@ -178,6 +188,7 @@ impl Metrics {
             unpriced,
             ledger_gauges,
             ledger_events,
+            budget_events,
         })
     }
 

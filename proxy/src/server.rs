@@ -43,6 +43,9 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     let ready = Arc::new(AtomicBool::new(false));
     let accounting = Arc::new(Accounting::start(&config, metrics.clone())?);
     let gateway = Gateway::new(&config, metrics, accounting.clone(), ready.clone());
+    gateway
+        .access
+        .seed_budgets(&accounting, &gateway.access.config_keys);
     if !gateway.access.required() {
         tracing::warn!("auth is off: anyone who reaches this port uses the upstream keys (declare tenants or set auth.required)");
     }

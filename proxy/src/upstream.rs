@@ -29,6 +29,9 @@ struct LazyPeer {
 pub struct UpstreamPool {
     /// pingora's HTTP connector; its pool reuses connections per peer.
     pub connector: Connector,
+    /// A second connector for side calls (alert webhooks) that must not
+    /// share the upstream pool's lifetime.
+    side: std::sync::Arc<Connector>,
     peers: Vec<LazyPeer>,
 }
 
@@ -48,8 +51,14 @@ impl UpstreamPool {
             .collect();
         UpstreamPool {
             connector: Connector::new(Some(ConnectorOptions::new(KEEPALIVE_POOL_SIZE))),
+            side: std::sync::Arc::new(Connector::new(Some(ConnectorOptions::new(8)))),
             peers,
         }
+    }
+
+    /// The connector for side calls, shareable with spawned tasks.
+    pub fn connector_handle(&self) -> std::sync::Arc<Connector> {
+        self.side.clone()
     }
 
     /// The peer for target `index`, resolving its address on first use.

@@ -53,6 +53,8 @@ pub struct Sluice {
     child: Child,
     pub addr: SocketAddr,
     dir: TempDir,
+    /// The working directory (where the default ledger lives).
+    work: PathBuf,
 }
 
 impl Sluice {
@@ -64,6 +66,29 @@ impl Sluice {
     pub async fn start_with_env(config_yaml: &str, env: &[(&str, &str)]) -> Sluice {
         let dir = TempDir::new();
         let config = dir.write("sluice.yaml", config_yaml);
+        Self::spawn(dir, config, env).await
+    }
+
+    /// Starts another sluice in an existing scratch dir (a restart: same
+    /// ledger). The new instance removes nothing on drop.
+    pub async fn start_in(dir: &std::path::Path, config: &std::path::Path) -> Sluice {
+        // Logs go to a subdirectory (removed with it); the ledger is shared.
+        let scratch = TempDir(dir.join(format!("restart-{}", NEXT.fetch_add(1, Ordering::SeqCst))));
+        std::fs::create_dir_all(&scratch.0).unwrap();
+        Self::spawn_in(scratch, dir.to_path_buf(), config.to_path_buf(), &[]).await
+    }
+
+    async fn spawn(dir: TempDir, config: PathBuf, env: &[(&str, &str)]) -> Sluice {
+        let work = dir.0.clone();
+        Self::spawn_in(dir, work, config, env).await
+    }
+
+    async fn spawn_in(
+        dir: TempDir,
+        work: PathBuf,
+        config: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Sluice {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = std::fs::File::create(dir.0.join("sluice.log")).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
@@ -74,14 +99,19 @@ impl Sluice {
             .env("RUST_LOG", "info")
             .env_remove("OPENAI_API_KEY")
             .env_remove("OPENAI_BASE_URL")
-            .current_dir(&dir.0) // the default SQLite ledger lands in the scratch dir
+            .current_dir(&work) // the default SQLite ledger lands in the scratch dir
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in env {
             command.env(k, v);
         }
         let child = command.spawn().expect("spawn sluice");
-        let sluice = Sluice { child, addr, dir };
+        let sluice = Sluice {
+            child,
+            addr,
+            dir,
+            work,
+        };
         sluice.wait_ready().await;
         sluice
     }
@@ -106,7 +136,7 @@ impl Sluice {
 
     /// The scratch directory sluice runs in (its default ledger lives here).
     pub fn dir(&self) -> &std::path::Path {
-        &self.dir.0
+        &self.work
     }
 
     pub fn log(&self) -> String {
