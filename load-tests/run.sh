@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Same request, same load generator, same run: straight to the mock upstream,
-# then through sluice in front of it. Prints a markdown table with req/s,
+# then through sluice in front of it (ledger off), then through a second
+# sluice with the default SQLite ledger on. Prints a markdown table with req/s,
 # latency percentiles, each target's throughput ratio to the direct call, and
 # CPU time per request of the process behind each target (mock for direct,
 # sluice for sluice), read from /proc around each target's run.
@@ -21,11 +22,12 @@ loadgen_threads=${LOADGEN_THREADS:-1}
 latency_us=${MOCK_LATENCY_US:-0}
 
 cargo build --release -q -p sluice -p sluice-load-tests
-bin=target/release
+bin="$PWD/target/release"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mock_port=$(free_port)
 sluice_port=$(free_port)
+ledger_port=$(free_port)
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -36,15 +38,23 @@ upstreams:
   mock: {base_url: "http://127.0.0.1:$mock_port/v1", api_key: sk-load}
 models:
   - {name: "*", upstream: mock}
+ledger:
+  enabled: false
 YAML
+sed 's/enabled: false/enabled: true/' "$work/sluice.yaml" >"$work/sluice-ledger.yaml"
+mkdir -p "$work/ledger"
 
 "$bin/mock-upstream" --listen "127.0.0.1:$mock_port" --threads "$mock_threads" --latency-us "$latency_us" &
 mock_pid=$!
 RUST_LOG=warn "$bin/sluice" serve --config "$work/sluice.yaml" --listen "127.0.0.1:$sluice_port" &
 sluice_pid=$!
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$sluice_port/health/ready" >/dev/null && break
-  sleep 0.1
+(cd "$work/ledger" && RUST_LOG=warn exec "$bin/sluice" serve --config "$work/sluice-ledger.yaml" --listen "127.0.0.1:$ledger_port") &
+ledger_pid=$!
+for port in $sluice_port $ledger_port; do
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break
+    sleep 0.1
+  done
 done
 
 body=$(printf '{"model":"gpt-4o-mini","stream":%s,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}],"max_tokens":32}' "$stream")
@@ -53,6 +63,7 @@ echo "connections=$connections seconds=$seconds stream=$stream sluice_threads=$s
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo
 "$bin/loadgen" --connections "$connections" --duration-s "$seconds" --threads "$loadgen_threads" --body "$body" \
-  --cpu-pid "direct=$mock_pid" --cpu-pid "sluice=$sluice_pid" \
+  --cpu-pid "direct=$mock_pid" --cpu-pid "sluice=$sluice_pid" --cpu-pid "sluice+ledger=$ledger_pid" \
   --target "direct=http://127.0.0.1:$mock_port/v1/chat/completions" \
-  --target "sluice=http://127.0.0.1:$sluice_port/v1/chat/completions"
+  --target "sluice=http://127.0.0.1:$sluice_port/v1/chat/completions" \
+  --target "sluice+ledger=http://127.0.0.1:$ledger_port/v1/chat/completions"

@@ -115,6 +115,13 @@ pub struct RawUpstream {
     /// `${ENV_VAR}`. Default: none. Never logged or echoed.
     #[serde(default)]
     pub api_key: Option<Secret>,
+    /// A file holding the API key instead of `api_key` (a mounted secret);
+    /// re-read when it changes, without a restart. Default: none.
+    #[serde(default)]
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// Milliseconds a whole exchange may take, streaming included. Default: no limit.
+    #[serde(default)]
+    pub total_timeout_ms: Option<u64>,
     /// Azure `api-version`. Default `2024-10-21`.
     #[serde(default)]
     pub api_version: Option<String>,

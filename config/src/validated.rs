@@ -102,6 +102,10 @@ pub struct UpstreamSettings {
     pub first_byte_timeout: Duration,
     /// Time allowed between body pieces.
     pub idle_timeout: Duration,
+    /// Time allowed for the whole exchange.
+    pub total_timeout: Option<Duration>,
+    /// File the API key is read from (and re-read when it changes).
+    pub api_key_file: Option<std::path::PathBuf>,
 }
 
 /// A parsed `base_url`.
@@ -274,7 +278,23 @@ impl Config {
                 })?;
                 headers.push((header_name.as_str().to_string(), value));
             }
-            if let Some(key) = &up.api_key {
+            let mut api_key = up.api_key.clone();
+            if let Some(path) = &up.api_key_file {
+                if api_key.is_some() {
+                    return Err(ConfigError::validation(
+                        at("api_key_file"),
+                        "give either api_key or api_key_file",
+                    ));
+                }
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::validation(
+                        at("api_key_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                api_key = Some(Secret::new(text.trim()));
+            }
+            if let Some(key) = &api_key {
                 if key.expose().is_empty() {
                     return Err(ConfigError::validation(
                         at("api_key"),
@@ -295,7 +315,12 @@ impl Config {
                 name,
                 kind,
                 base_url,
-                api_key: up.api_key,
+                api_key,
+                api_key_file: up.api_key_file.clone(),
+                total_timeout: up
+                    .total_timeout_ms
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis),
                 headers,
                 connect_timeout: Duration::from_millis(up.connect_timeout_ms),
                 first_byte_timeout: Duration::from_millis(up.first_byte_timeout_ms),

@@ -16,16 +16,91 @@ use sluice_config::{
     Balance, Config, RouteStep, RoutingSettings, UpstreamSettings, WILDCARD_MODEL,
 };
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 /// An upstream server as the router hands it out.
 #[derive(Debug)]
 pub struct UpstreamTarget {
     /// Validated settings (address, timeouts).
     pub settings: UpstreamSettings,
-    /// The wire adapter (identity for OpenAI-compatible upstreams).
-    pub provider: Provider,
+    /// The wire adapter (identity for OpenAI-compatible upstreams); rebuilt
+    /// when the API key file changes.
+    provider: RwLock<Arc<Provider>>,
+    /// The key file, when the key comes from one.
+    key_file: Option<KeyFileWatch>,
     /// Breaker, in-flight count, latency average.
     pub health: UpstreamHealth,
+}
+
+/// How often a key file's modification time is looked at.
+const KEY_FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+struct KeyFileWatch {
+    path: std::path::PathBuf,
+    /// When the file was last looked at, and its modification time then.
+    seen: Mutex<(Instant, Option<SystemTime>)>,
+}
+
+impl UpstreamTarget {
+    fn new(settings: &UpstreamSettings, breaker: sluice_config::BreakerSettings) -> Self {
+        let key_file = settings.api_key_file.as_ref().map(|path| KeyFileWatch {
+            seen: Mutex::new((Instant::now(), modified(path))),
+            path: path.clone(),
+        });
+        UpstreamTarget {
+            provider: RwLock::new(Arc::new(Provider::from_settings(settings))),
+            settings: settings.clone(),
+            key_file,
+            health: UpstreamHealth::new(breaker),
+        }
+    }
+
+    /// The adapter to use now. When the key comes from a file that changed
+    /// (checked at most once a second), the key is re-read and the adapter
+    /// rebuilt, without a restart.
+    pub fn provider(&self) -> Arc<Provider> {
+        if let Some(watch) = &self.key_file {
+            self.reload_key_if_changed(watch);
+        }
+        self.provider
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    fn reload_key_if_changed(&self, watch: &KeyFileWatch) {
+        let Ok(mut seen) = watch.seen.lock() else {
+            return;
+        };
+        if seen.0.elapsed() < KEY_FILE_CHECK_EVERY {
+            return;
+        }
+        seen.0 = Instant::now();
+        let now = modified(&watch.path);
+        if now == seen.1 {
+            return;
+        }
+        seen.1 = now;
+        match std::fs::read_to_string(&watch.path) {
+            Ok(text) if !text.trim().is_empty() => {
+                let mut settings = self.settings.clone();
+                settings.api_key = Some(sluice_config::Secret::new(text.trim()));
+                if let Ok(mut slot) = self.provider.write() {
+                    *slot = Arc::new(Provider::from_settings(&settings));
+                }
+                tracing::info!(upstream = %self.settings.name, "reloaded the upstream API key from its file");
+            }
+            Ok(_) | Err(_) => {
+                tracing::warn!(upstream = %self.settings.name, path = %watch.path.display(), "API key file unreadable or empty; keeping the previous key");
+            }
+        }
+    }
+}
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 #[derive(Debug)]
@@ -69,11 +144,7 @@ impl Router {
         let targets = config
             .upstreams
             .iter()
-            .map(|settings| UpstreamTarget {
-                provider: Provider::from_settings(settings),
-                settings: settings.clone(),
-                health: UpstreamHealth::new(config.routing.breaker),
-            })
+            .map(|settings| UpstreamTarget::new(settings, config.routing.breaker))
             .collect();
         let mut by_name = HashMap::with_capacity(config.models.len());
         let mut wildcard = None;
@@ -294,6 +365,39 @@ models:
             );
         }
         drop(busy);
+    }
+
+    #[test]
+    fn a_changed_key_file_is_picked_up_without_restart() {
+        let dir = std::env::temp_dir().join(format!("sluice-keyfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        std::fs::write(&path, "sk-first\n").unwrap();
+        let yaml = format!(
+            "upstreams:\n  a: {{base_url: 'http://127.0.0.1:1/v1', api_key_file: '{}'}}\n",
+            path.display()
+        );
+        let router = router(&yaml);
+        let target = &router.targets()[0];
+        let auth = |p: &Provider| match p {
+            Provider::OpenAi(a) => a.headers().next().map(|(_, v)| v.to_string()),
+            _ => None,
+        };
+        assert_eq!(auth(&target.provider()).as_deref(), Some("Bearer sk-first"));
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, "sk-second\n").unwrap();
+        // Modification times are coarse on some filesystems; make it differ.
+        let later = SystemTime::now() + Duration::from_secs(5);
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(later).unwrap();
+        // Not before the once-a-second check...
+        assert_eq!(auth(&target.provider()).as_deref(), Some("Bearer sk-first"));
+        std::thread::sleep(KEY_FILE_CHECK_EVERY + Duration::from_millis(50));
+        assert_eq!(
+            auth(&target.provider()).as_deref(),
+            Some("Bearer sk-second")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -126,10 +126,9 @@ impl Gateway {
                 .with_label_values(&[name])
                 .inc();
 
+            let provider = target.provider();
             let outgoing =
-                target
-                    .provider
-                    .build_request(endpoint, body, fields, candidate.upstream_model)?;
+                provider.build_request(endpoint, body, fields, candidate.upstream_model)?;
             let request = upstream_request(session, target, ctx, &outgoing).map_err(|_| {
                 GatewayError::UpstreamUnavailable {
                     upstream: name.to_string(),
@@ -410,7 +409,7 @@ fn upstream_request(
             request.append_header(name.clone(), value.clone())?;
         }
     }
-    request.insert_header("host", target.provider.host_header())?;
+    request.insert_header("host", target.provider().host_header())?;
     request.insert_header("content-length", outgoing.body.len())?;
     request.insert_header("x-request-id", ctx.request_id.as_str())?;
     for (name, value) in &outgoing.headers {

@@ -167,7 +167,7 @@ impl Gateway {
             });
         };
         let mut translator = target
-            .provider
+            .provider()
             .response_translator(&answer.reply, upstream_header.status.as_u16());
         let mut header = self
             .client_response_header(upstream_header, &translator, ctx, session.is_http2())
@@ -213,16 +213,44 @@ impl Gateway {
             running_cost: &running_cost,
             model: answer.upstream_model,
         });
-        let (outcome, first_byte_at) = self
-            .relay_body(
-                session,
-                &mut upstream,
-                &mut translator,
-                target,
-                is_sse,
-                cutoff,
-            )
-            .await;
+        let relay = self.relay_body(
+            session,
+            &mut upstream,
+            &mut translator,
+            target,
+            is_sse,
+            cutoff,
+        );
+        let (outcome, first_byte_at) = match target.settings.total_timeout {
+            None => relay.await,
+            Some(total) => {
+                let left = total.saturating_sub(ctx.started.elapsed());
+                match tokio::time::timeout(left, relay).await {
+                    Ok(done) => done,
+                    Err(_) => {
+                        // Past the upstream's total time: end the answer as a broken one.
+                        let error = GatewayError::UpstreamTimeout {
+                            upstream: target.settings.name.clone(),
+                            phase: "total",
+                        };
+                        tracing::warn!(upstream = %target.settings.name, "upstream exceeded its total timeout");
+                        if is_sse {
+                            let _ = session.write_response_body(error.sse_event(), true).await;
+                        } else {
+                            session.set_keepalive(None);
+                            session.shutdown().await;
+                        }
+                        (RelayOutcome::UpstreamBroke, None)
+                    }
+                }
+            }
+        };
+        if let (Some(at), true) = (first_byte_at, is_sse) {
+            self.metrics
+                .upstream_first_token
+                .with_label_values(&[target.settings.name.as_str()])
+                .observe(at.duration_since(ctx.started).as_secs_f64());
+        }
         if outcome == RelayOutcome::Completed && upstream.response_done() {
             if let Ok(peer) = self.upstreams.peer(answer.target).await {
                 self.upstreams

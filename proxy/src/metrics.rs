@@ -2,8 +2,8 @@
 //! kept low-cardinality (model names only from config, `*` for the wildcard).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Seconds; LLM calls span milliseconds (embeddings) to minutes (long completions).
@@ -21,6 +21,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Requests being served now, by route.
     pub in_flight: IntGaugeVec,
+    /// Time from request to the first streamed byte sent to the client, by upstream.
+    pub upstream_first_token: HistogramVec,
     /// Upstream attempts, by upstream.
     pub upstream_attempts: IntCounterVec,
     /// Circuit breaker state by upstream: 0 closed, 1 half-open, 2 open.
@@ -35,6 +37,10 @@ pub struct Metrics {
     pub cost_micros: IntCounterVec,
     /// Requests recorded without a known price, by model and provider.
     pub unpriced: IntCounterVec,
+    /// Seconds spent in ledger database writes (with `ledger_writes`: mean write time).
+    pub ledger_write_seconds: Counter,
+    /// Ledger database writes (batches).
+    pub ledger_writes: IntCounter,
     /// Budget events: soft_limit_crossed, hard_limit_refused, stream_cut.
     pub budget_events: IntCounterVec,
     /// Ledger gauges: queue depth, spool records, spool bytes, database up.
@@ -74,6 +80,14 @@ impl Metrics {
             ),
             &["upstream", "kind"],
         )?;
+        let upstream_first_token = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_upstream_first_token_seconds",
+                "Time from request to the first streamed byte sent to the client.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream"],
+        )?;
         let upstream_attempts = IntCounterVec::new(
             Opts::new(
                 "sluice_upstream_attempts_total",
@@ -112,6 +126,7 @@ impl Metrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(upstream_first_byte.clone()))?;
         registry.register(Box::new(upstream_attempts.clone()))?;
+        registry.register(Box::new(upstream_first_token.clone()))?;
         registry.register(Box::new(upstream_breaker_state.clone()))?;
         let tokens = IntCounterVec::new(
             Opts::new(
@@ -133,6 +148,14 @@ impl Metrics {
                 "Requests recorded with no known price.",
             ),
             &["model", "provider"],
+        )?;
+        let ledger_write_seconds = Counter::new(
+            "sluice_ledger_write_seconds_total",
+            "Seconds spent writing usage batches to the database.",
+        )?;
+        let ledger_writes = IntCounter::new(
+            "sluice_ledger_writes_total",
+            "Usage batches written to the database.",
         )?;
         let budget_events = IntCounterVec::new(
             Opts::new(
@@ -170,6 +193,8 @@ impl Metrics {
         registry.register(Box::new(unpriced.clone()))?;
         registry.register(Box::new(ledger_gauges.clone()))?;
         registry.register(Box::new(budget_events.clone()))?;
+        registry.register(Box::new(ledger_write_seconds.clone()))?;
+        registry.register(Box::new(ledger_writes.clone()))?;
         registry.register(Box::new(ledger_events.clone()))?;
         registry.register(Box::new(quota_store_errors.clone()))?;
         Ok(Metrics {
@@ -180,6 +205,7 @@ impl Metrics {
             upstream_errors,
             upstream_first_byte,
             upstream_attempts,
+            upstream_first_token,
             upstream_breaker_state,
             quota_store_up,
             quota_store_errors,
@@ -189,6 +215,8 @@ impl Metrics {
             ledger_gauges,
             ledger_events,
             budget_events,
+            ledger_write_seconds,
+            ledger_writes,
         })
     }
 
@@ -212,6 +240,13 @@ impl Metrics {
             ("lost", stats.records_lost),
             ("write_failed", stats.writes_failed),
         ];
+        let latency = &stats.write_latency;
+        self.ledger_writes
+            .inc_by(latency.count.saturating_sub(self.ledger_writes.get()));
+        let seconds = latency.sum_seconds - self.ledger_write_seconds.get();
+        if seconds > 0.0 {
+            self.ledger_write_seconds.inc_by(seconds);
+        }
         for (name, total) in events {
             let counter = self.ledger_events.with_label_values(&[name]);
             counter.inc_by(total.saturating_sub(counter.get()));

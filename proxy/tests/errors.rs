@@ -211,3 +211,27 @@ async fn keep_alive_survives_refused_requests() {
         r.bytes().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_stream_past_its_total_timeout_ends_with_an_error_event() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let yaml = format!(
+        "upstreams:\n  slow: {{base_url: \"{}\", total_timeout_ms: 600}}\nmodels:\n  - {{name: fast, upstream: slow}}\n",
+        mock.base_url()
+    );
+    let sluice = Sluice::start(&yaml).await;
+    let response = reqwest::Client::new()
+        .post(sluice.url("/v1/chat/completions"))
+        .header("x-mock-chunk-delay-ms", "250")
+        .json(&json!({"model": "fast", "stream": true, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let events = sse_data(&text);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let error: common::OpenAiErrorBody = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(error.error.code.as_deref(), Some("upstream_timeout"));
+    assert!(text.contains("tok0"), "what arrived in time was delivered");
+}

@@ -152,6 +152,16 @@ async fn stream_round_trip_relays_every_event_in_order() {
         .all(|c| c["object"] == "chat.completion.chunk"));
     let usage = &chunks.last().unwrap()["usage"];
     assert_eq!(usage["completion_tokens"], 5);
+    let metrics = reqwest::get(sluice.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"sluice_upstream_first_token_seconds_count{upstream="mock"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
