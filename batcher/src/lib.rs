@@ -1,6 +1,39 @@
-//! sluice's built-in inference engine.
+//! sluice's built-in inference engine: a vLLM-style continuous-batching
+//! engine with a paged KV cache, on candle.
 //!
-//! Planned shape (DESIGN.md, "The batcher"): a continuous-batching scheduler
-//! with a paged KV cache and a candle model runner, served in-process behind
-//! the same routing as any upstream. Nothing is implemented yet; until it
-//! lands, a sluice with no upstream configured answers every model with 404.
+//! Where to start reading:
+//! - [`engine`]: the actor. [`EngineHandle::submit`] returns a [`TokenStream`];
+//!   a dedicated thread owns the model and the KV cache and runs one step at a time.
+//! - [`scheduler`]: what runs in each step (continuous batching, chunked
+//!   prefill, priorities, preemption by recompute); pure Rust.
+//! - [`block_allocator`]: the KV block free list and per-sequence block tables;
+//!   [`kv_cache`]: the per-layer K/V pools they index.
+//! - [`model`]: the packed, variable-length Llama runner and its paged attention;
+//!   loaders for HF directories and GGUF files.
+//! - [`sampling`]: greedy / temperature / top-k / top-p, seeds, penalties, logprobs;
+//!   [`text`]: incremental detokenization and stop strings.
+//!
+//! Tests use a tiny deterministic random-weight Llama that [`model::tiny`]
+//! generates; the real demo model is SmolLM2-135M-Instruct (GGUF), fetched by
+//! `batcher/scripts/fetch-smollm2.sh`.
+
+pub mod block_allocator;
+pub mod engine;
+pub mod error;
+pub mod kv_cache;
+pub mod model;
+pub mod rng;
+pub mod sampling;
+pub mod scheduler;
+pub mod text;
+
+pub use engine::{
+    Engine, EngineConfig, EngineHandle, EngineStats, Event, FinishReason, Finished,
+    GenerateRequest, Prompt, TokenEvent, TokenStream,
+};
+pub use error::{BatcherError, Result};
+pub use model::{
+    load_gguf, load_gguf_with, load_hf_dir, AttentionKernel, GgufOptions, LoadedModel,
+};
+pub use sampling::SamplingParams;
+pub use scheduler::{AdmissionPolicy, SchedulerConfig, SeqId};
