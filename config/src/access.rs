@@ -1,6 +1,6 @@
 //! Validated access settings: tenants, keys, limits, budgets, admin key.
 
-use crate::raw_access::{RawAuth, RawBudget, RawBudgets, RawLimits, RawQuotas, RawTenants};
+use crate::raw_access::{RawAuth, RawBudget, RawBudgets, RawKey, RawLimits, RawQuotas, RawTenants};
 use crate::{ConfigError, Secret};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -226,6 +226,76 @@ fn budget(raw: &RawBudget, at: &str, models: &[String]) -> Result<Budget, Config
     })
 }
 
+/// Validates one key's settings (everything but the secret, whose SHA-256 is
+/// given): for config entries and for keys created through the admin API.
+/// `at` names the key in errors; `models` are the configured model names.
+pub fn key_from_spec(
+    key: &RawKey,
+    sha256: [u8; 32],
+    at: &str,
+    models: &[String],
+) -> Result<KeySettings, ConfigError> {
+    if key.id.is_empty() || key.id.len() > 128 {
+        return Err(ConfigError::validation(
+            format!("{at}.id"),
+            "must be 1-128 characters",
+        ));
+    }
+    let priority = match &key.priority {
+        None => Priority::Standard,
+        Some(p) => Priority::parse(p).ok_or_else(|| {
+            ConfigError::validation(
+                format!("{at}.priority"),
+                format!("expected batch, standard or interactive, got {p:?}"),
+            )
+        })?,
+    };
+    let expires_at = key
+        .expires_at
+        .as_deref()
+        .map(|t| {
+            t.parse::<jiff::Timestamp>()
+                .map(|ts| ts.as_second())
+                .map_err(|e| {
+                    ConfigError::validation(
+                        format!("{at}.expires_at"),
+                        format!("not an RFC 3339 time ({e}): {t:?}"),
+                    )
+                })
+        })
+        .transpose()?;
+    Ok(KeySettings {
+        id: key.id.clone(),
+        sha256,
+        models: key.models.clone(),
+        priority,
+        expires_at,
+        enabled: key.enabled,
+        limits: limits(&key.limits, &format!("{at}.limits"))?,
+        budget: key
+            .budget
+            .as_ref()
+            .map(|b| budget(b, &format!("{at}.budget"), models))
+            .transpose()?,
+    })
+}
+
+/// Validates a tenant's shared limits and budget (config entries and admin
+/// API updates alike).
+pub fn tenant_policy(
+    raw_limits: &RawLimits,
+    raw_budget: Option<&RawBudget>,
+    at: &str,
+    models: &[String],
+) -> Result<(Limits, Option<Budget>), ConfigError> {
+    Ok((
+        limits(raw_limits, &format!("{at}.limits"))?,
+        raw_budget
+            .map(|b| budget(b, &format!("{at}.budget"), models))
+            .transpose()?,
+    ))
+}
+
 /// Validates the access sections; `models` are the configured model names.
 pub(crate) fn access_settings(
     auth: RawAuth,
@@ -274,53 +344,14 @@ pub(crate) fn access_settings(
                     format!("the same key is already declared at {first}"),
                 ));
             }
-            let priority = match &key.priority {
-                None => Priority::Standard,
-                Some(p) => Priority::parse(p).ok_or_else(|| {
-                    ConfigError::validation(
-                        format!("{kat}.priority"),
-                        format!("expected batch, standard or interactive, got {p:?}"),
-                    )
-                })?,
-            };
-            let expires_at = key
-                .expires_at
-                .as_deref()
-                .map(|t| {
-                    t.parse::<jiff::Timestamp>()
-                        .map(|ts| ts.as_second())
-                        .map_err(|e| {
-                            ConfigError::validation(
-                                format!("{kat}.expires_at"),
-                                format!("not an RFC 3339 time ({e}): {t:?}"),
-                            )
-                        })
-                })
-                .transpose()?;
-            keys.push(KeySettings {
-                id: key.id.clone(),
-                sha256,
-                models: key.models.clone(),
-                priority,
-                expires_at,
-                enabled: key.enabled,
-                limits: limits(&key.limits, &format!("{kat}.limits"))?,
-                budget: key
-                    .budget
-                    .as_ref()
-                    .map(|b| budget(b, &format!("{kat}.budget"), models))
-                    .transpose()?,
-            });
+            keys.push(key_from_spec(key, sha256, &kat, models)?);
         }
-        crate::ledger::check_prices(&tenant.pricing, &format!("{at}.pricing"))?;
+        let (tenant_limits, tenant_budget) =
+            tenant_policy(&tenant.limits, tenant.budget.as_ref(), &at, models)?;
         out.push(TenantSettings {
             pricing: tenant.pricing.clone(),
-            limits: limits(&tenant.limits, &format!("{at}.limits"))?,
-            budget: tenant
-                .budget
-                .as_ref()
-                .map(|b| budget(b, &format!("{at}.budget"), models))
-                .transpose()?,
+            limits: tenant_limits,
+            budget: tenant_budget,
             name,
             keys,
         });

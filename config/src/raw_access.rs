@@ -37,18 +37,19 @@ pub struct RawTenant {
     pub pricing: Vec<crate::ledger::RawPrice>,
 }
 
-/// `tenants.<name>.keys[i]:` — one virtual key.
-#[derive(Debug, Deserialize)]
+/// `tenants.<name>.keys[i]:` — one virtual key (also the body of
+/// `POST /admin/keys`, without the secret).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKey {
     /// Stable, non-secret id used in logs, metrics and the ledger. Required, unique.
     pub id: String,
     /// The key itself, usually `${ENV_VAR}`; only its hash is kept. Give this
     /// or `key_sha256`.
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub key: Option<Secret>,
     /// SHA-256 of the key, 64 hex digits (`printf %s "$KEY" | sha256sum`).
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub key_sha256: Option<String>,
     /// Model names it may use. Default: all.
     #[serde(default)]
@@ -71,7 +72,7 @@ pub struct RawKey {
 }
 
 /// `limits:` — all optional; absent means unlimited.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     /// Requests per minute.
@@ -87,7 +88,7 @@ pub struct RawLimits {
 }
 
 /// `budget:` — spend in US dollars.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBudget {
     /// Hard limit in USD: requests are refused (429 `insufficient_quota`) and

@@ -21,6 +21,7 @@
 //!
 //! Nothing here knows about HTTP or pingora.
 
+mod access_store;
 pub mod chain;
 mod counters;
 mod error;
@@ -37,6 +38,7 @@ mod tokens;
 mod verify;
 mod writer;
 
+pub use access_store::{StoredKey, StoredTenant};
 pub use counters::{HistogramSnapshot, LedgerCounters, LedgerStats, WRITE_LATENCY_BUCKETS};
 pub use error::LedgerError;
 pub use pricing::{cost_micros, Cost, Price, PriceBook, PriceOverride, PriceTable, UsdPerMillion};

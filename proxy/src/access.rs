@@ -37,7 +37,8 @@ pub struct Access {
     auth: Authenticator,
     /// Local or Redis-shared quota state.
     pub quotas: Quotas,
-    tenants: HashMap<String, TenantPolicy>,
+    /// Tenant policies: from config, then from the database (admin API).
+    tenants: std::sync::RwLock<HashMap<String, Arc<TenantPolicy>>>,
     default_max_tokens: u64,
     /// Keys declared in config (for seeding their budgets).
     pub config_keys: Vec<KeyEntry>,
@@ -61,7 +62,10 @@ pub struct BudgetHold {
 
 impl Access {
     /// Builds auth and quota state from validated settings.
-    pub fn new(settings: &AccessSettings) -> Self {
+    pub fn new(
+        settings: &AccessSettings,
+        key_source: Option<Arc<dyn sluice_filters::KeySource>>,
+    ) -> Self {
         let keys: Vec<KeyEntry> = settings
             .tenants
             .iter()
@@ -70,7 +74,7 @@ impl Access {
         Access {
             required: settings.auth_required,
             admin_key: settings.admin_key.as_ref().map(|k| KeyHash::of(k.expose())),
-            auth: Authenticator::new(keys.clone(), None),
+            auth: Authenticator::new(keys.clone(), key_source),
             config_keys: keys,
             quotas: match &settings.redis_url {
                 None => Quotas::local(),
@@ -83,17 +87,19 @@ impl Access {
                     }
                 },
             },
-            tenants: settings
-                .tenants
-                .iter()
-                .map(|t| {
-                    let policy = TenantPolicy {
-                        limits: t.limits,
-                        budget: t.budget.clone(),
-                    };
-                    (t.name.clone(), policy)
-                })
-                .collect(),
+            tenants: std::sync::RwLock::new(
+                settings
+                    .tenants
+                    .iter()
+                    .map(|t| {
+                        let policy = TenantPolicy {
+                            limits: t.limits,
+                            budget: t.budget.clone(),
+                        };
+                        (t.name.clone(), Arc::new(policy))
+                    })
+                    .collect(),
+            ),
             default_max_tokens: settings.default_max_tokens,
             budgets: LocalBudgets::new(
                 jiff::tz::TimeZone::get(&settings.budget_time_zone)
@@ -157,7 +163,12 @@ impl Access {
         let now = jiff::Timestamp::now();
         let tz = self.budgets_tz();
         let mut seeded = 0;
-        for (tenant, policy) in &self.tenants {
+        let tenants: Vec<(String, Arc<TenantPolicy>)> = self
+            .tenants
+            .read()
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for (tenant, policy) in &tenants {
             if let Some(b) = &policy.budget {
                 let scope = Scope::Tenant(tenant.clone());
                 let spec = BudgetSpec {
@@ -202,6 +213,30 @@ impl Access {
         }
     }
 
+    /// A tenant's policy, if it has one.
+    pub fn tenant(&self, name: &str) -> Option<Arc<TenantPolicy>> {
+        self.tenants.read().ok()?.get(name).cloned()
+    }
+
+    /// Sets (or with `None` removes) a tenant's policy at run time.
+    pub fn set_tenant(&self, name: &str, policy: Option<TenantPolicy>) {
+        if let Ok(mut tenants) = self.tenants.write() {
+            match policy {
+                Some(p) => {
+                    tenants.insert(name.to_string(), Arc::new(p));
+                }
+                None => {
+                    tenants.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Forgets a cached key at once (after rotate, disable or delete).
+    pub async fn forget_key(&self, hash: &KeyHash) {
+        self.auth.invalidate(hash).await;
+    }
+
     /// `max_tokens` to assume when a request gives none.
     pub fn default_max_tokens(&self) -> u64 {
         self.default_max_tokens
@@ -222,11 +257,8 @@ impl Access {
                 b.downgrade_to.clone(),
             ));
         }
-        if let Some(b) = self
-            .tenants
-            .get(&key.tenant)
-            .and_then(|t| t.budget.as_ref())
-        {
+        let tenant = self.tenant(&key.tenant);
+        if let Some(b) = tenant.as_ref().and_then(|t| t.budget.as_ref()) {
             scopes.push((
                 Scope::Tenant(key.tenant.clone()),
                 spec(b),
@@ -316,12 +348,12 @@ impl Access {
                 },
             ));
         }
-        let tenant = self.tenants.get(&key.tenant);
+        let tenant = self.tenant(&key.tenant);
         let mut scopes = Vec::with_capacity(2);
         if key.limits.any() {
             scopes.push((Scope::Key(key.key_id.clone()), key.limits));
         }
-        if let Some(t) = tenant.filter(|t| t.limits.any()) {
+        if let Some(t) = tenant.as_ref().filter(|t| t.limits.any()) {
             scopes.push((Scope::Tenant(key.tenant.clone()), t.limits));
         }
         let admission = if scopes.is_empty() {

@@ -36,6 +36,36 @@ pub enum Command {
     /// Ledger maintenance.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Virtual keys, stored in the ledger database.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `sluice keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key for a tenant; prints it once, as JSON.
+    Create(CreateKeyArgs),
+}
+
+/// Options of `sluice keys create`.
+#[derive(Debug, Args)]
+pub struct CreateKeyArgs {
+    /// Config whose `ledger.database_url` to write to (default: embedded defaults).
+    #[arg(long, short = 'c', env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The tenant the key belongs to.
+    #[arg(long)]
+    pub tenant: String,
+    /// The key's non-secret id (default: `<tenant>-<random>`).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Comma-separated model names it may use (default: all).
+    #[arg(long)]
+    pub models: Option<String>,
+    /// Highest priority: batch, standard or interactive.
+    #[arg(long)]
+    pub priority: Option<String>,
 }
 
 /// `sluice usage ...`

@@ -418,7 +418,10 @@ async fn drain_body(session: &mut ServerSession) {
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes.
-async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, GatewayError> {
+pub(crate) async fn read_body(
+    session: &mut ServerSession,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     let declared = session
         .get_header("content-length")
         .and_then(|v| v.to_str().ok())

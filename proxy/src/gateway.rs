@@ -43,6 +43,8 @@ enum RouteKind {
     Metrics,
     /// `GET /admin/usage`.
     UsageReport,
+    /// `/admin/keys...` and `/admin/tenants...`.
+    AdminAccess,
     /// Anything else.
     Unknown,
 }
@@ -50,6 +52,9 @@ enum RouteKind {
 impl RouteKind {
     fn classify(method: &http::Method, path: &str) -> Self {
         let path = path.split('?').next().unwrap_or(path);
+        if path.starts_with("/admin/keys") || path.starts_with("/admin/tenants") {
+            return RouteKind::AdminAccess;
+        }
         if method == http::Method::POST {
             return Endpoint::from_path(path).map_or(RouteKind::Unknown, RouteKind::Forward);
         }
@@ -74,6 +79,7 @@ impl RouteKind {
             RouteKind::Ready => "ready",
             RouteKind::Metrics => "metrics",
             RouteKind::UsageReport => "usage_report",
+            RouteKind::AdminAccess => "admin",
             RouteKind::Unknown => "unknown",
         }
     }
@@ -101,6 +107,8 @@ pub struct Gateway {
     pub(crate) access: Access,
     /// Prices and the usage ledger.
     pub(crate) accounting: Arc<Accounting>,
+    /// Configured model names (to validate budgets created at run time).
+    pub(crate) model_names: Vec<String>,
     /// Connections to upstreams, one peer per router target.
     pub(crate) upstreams: UpstreamPool,
     /// Largest accepted request body.
@@ -124,12 +132,23 @@ impl Gateway {
         ready: Arc<AtomicBool>,
     ) -> Self {
         let router = Router::new(config);
+        let model_names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
         let upstreams = UpstreamPool::new(router.targets());
         let models_body = render_models(router.listed_models());
         let mut server_options = HttpServerOptions::default();
         server_options.h2c = true;
         Gateway {
-            access: Access::new(&config.access),
+            access: Access::new(
+                &config.access,
+                accounting.store().cloned().map(|store| {
+                    Arc::new(crate::admin_keys::DbKeys {
+                        store,
+                        runtime: accounting.handle(),
+                        models: Arc::new(model_names.clone()),
+                    }) as Arc<dyn sluice_filters::KeySource>
+                }),
+            ),
+            model_names,
             accounting,
             router,
             upstreams,
@@ -146,6 +165,7 @@ impl Gateway {
             RouteKind::Forward(endpoint) => self.forward(session, endpoint, ctx).await,
             RouteKind::Models => self.models(session, ctx).await,
             RouteKind::UsageReport => self.usage_report(session, ctx).await,
+            RouteKind::AdminAccess => self.admin_access(session, ctx).await,
             RouteKind::Live => {
                 self.respond(
                     session,

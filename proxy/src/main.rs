@@ -9,6 +9,7 @@
 mod access;
 mod accounting;
 mod admin;
+mod admin_keys;
 mod alert;
 mod cli;
 mod error;
@@ -22,7 +23,7 @@ mod server;
 mod upstream;
 
 use clap::Parser;
-use cli::{Cli, Command, LedgerCommand, LogFormatArg, ServeArgs, UsageCommand};
+use cli::{Cli, Command, KeysCommand, LedgerCommand, LogFormatArg, ServeArgs, UsageCommand};
 use sluice_config::{Config, ConfigError, LogFormat};
 use std::io::Write;
 use std::process::ExitCode;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
         Some(Command::Ledger(LedgerCommand::Verify { config })) => {
             report::verify(config.as_deref())
         }
+        Some(Command::Keys(KeysCommand::Create(args))) => report::create_key(&args),
         None => serve(cli.serve),
     }
 }

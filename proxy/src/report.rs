@@ -1,7 +1,7 @@
-//! `sluice usage export` and `sluice ledger verify`: reading the ledger
-//! database from the command line, without a running gateway.
+//! `sluice usage export`, `sluice ledger verify` and `sluice keys create`:
+//! the ledger database from the command line, without a running gateway.
 
-use crate::cli::ExportArgs;
+use crate::cli::{CreateKeyArgs, ExportArgs};
 use sluice_config::Config;
 use sluice_ledger::{GroupKey, ReportQuery, Store};
 use std::io::Write;
@@ -118,5 +118,61 @@ pub fn verify(path: Option<&Path>) -> ExitCode {
             }
             Err(e) => fail(format!("verify failed: {e}")),
         }
+    })
+}
+
+/// `sluice keys create`.
+pub fn create_key(args: &CreateKeyArgs) -> ExitCode {
+    let config = match config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let (plaintext, hash) = sluice_filters::auth::generate_key();
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", args.tenant, &hash.to_hex()[..8]));
+    let mut spec = serde_json::json!({"id": id});
+    if let Some(models) = &args.models {
+        let list: Vec<&str> = models
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .collect();
+        spec["models"] = serde_json::json!(list);
+    }
+    if let Some(p) = &args.priority {
+        spec["priority"] = serde_json::json!(p);
+    }
+    let raw: sluice_config::raw::RawKey = match serde_json::from_value(spec) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
+    if let Err(e) = sluice_config::key_from_spec(&raw, hash.0, "key", &names) {
+        return fail(e);
+    }
+    let stored = sluice_ledger::StoredKey {
+        key_id: id.clone(),
+        tenant: args.tenant.clone(),
+        key_sha256: hash.to_hex(),
+        spec: serde_json::to_string(&raw).unwrap_or_default(),
+        enabled: true,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    rt.block_on(async {
+        let store = match Store::open(config.ledger.database_url.expose()).await {
+            Ok(s) => s,
+            Err(e) => return fail(format!("cannot open the ledger database: {e}")),
+        };
+        if let Err(e) = store.insert_key(&stored).await {
+            return fail(format!("cannot store the key (is the id taken?): {e}"));
+        }
+        let out = serde_json::json!({"id": id, "tenant": args.tenant, "key": plaintext});
+        let _ = writeln!(std::io::stdout(), "{out}");
+        ExitCode::SUCCESS
     })
 }

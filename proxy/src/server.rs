@@ -43,6 +43,7 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     let ready = Arc::new(AtomicBool::new(false));
     let accounting = Arc::new(Accounting::start(&config, metrics.clone())?);
     let gateway = Gateway::new(&config, metrics, accounting.clone(), ready.clone());
+    crate::admin_keys::load_stored_tenants(&gateway);
     gateway
         .access
         .seed_budgets(&accounting, &gateway.access.config_keys);

@@ -25,18 +25,32 @@ use crate::settings::Backend;
 use crate::LedgerError;
 
 /// `(version, description, sql)` of each SQLite migration, in order.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "usage records",
-    include_str!("../../migrations/sqlite/0001_usage_records.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "usage records",
+        include_str!("../../migrations/sqlite/0001_usage_records.sql"),
+    ),
+    (
+        2,
+        "keys and tenants",
+        include_str!("../../migrations/sqlite/0002_access.sql"),
+    ),
+];
 
 /// `(version, description, sql)` of each PostgreSQL migration, in order.
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "usage records",
-    include_str!("../../migrations/postgres/0001_usage_records.sql"),
-)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "usage records",
+        include_str!("../../migrations/postgres/0001_usage_records.sql"),
+    ),
+    (
+        2,
+        "keys and tenants",
+        include_str!("../../migrations/postgres/0002_access.sql"),
+    ),
+];
 
 /// Every column of `usage_records`, in the order queries select them and
 /// [`decode_row`] reads them.
