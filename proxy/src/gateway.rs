@@ -390,9 +390,10 @@ impl HttpServerApp for Gateway {
         self.serve(&mut session, route, &mut ctx)
             .instrument(span.clone())
             .await;
-        in_flight.dec();
         span.record("status", ctx.status);
         self.observe(route, &ctx);
+        // After observing, so a scrape that sees no request in flight sees its metrics.
+        in_flight.dec();
 
         let persistent = HttpPersistentSettings::for_session(&session);
         match session.finish().await {

@@ -138,12 +138,7 @@ async fn the_breaker_opens_after_failures_and_closes_after_a_good_probe() {
         assert_eq!(ask(&sluice, false).await.status(), 200);
     }
     assert_eq!(first.stats().requests(), 3);
-    let metrics = reqwest::get(sluice.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::settled_metrics(&sluice.url("")).await;
     assert!(
         metrics.contains(r#"sluice_upstream_breaker_state{upstream="first"} 2"#),
         "{metrics}"
@@ -159,12 +154,7 @@ async fn the_breaker_opens_after_failures_and_closes_after_a_good_probe() {
     let response = ask(&sluice, false).await;
     assert_eq!(response.headers()["x-sluice-target"], "first");
     assert_eq!(first.stats().requests(), 4);
-    let metrics = reqwest::get(sluice.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::settled_metrics(&sluice.url("")).await;
     assert!(metrics.contains(r#"sluice_upstream_breaker_state{upstream="first"} 0"#));
     assert_eq!(
         ask(&sluice, false).await.headers()["x-sluice-target"],

@@ -150,12 +150,7 @@ async fn requests_are_recorded_priced_and_counted_in_sqlite() {
     let unpriced = by_id("unpriced-1");
     assert!(!unpriced.priced);
     assert_eq!(unpriced.cost, 0);
-    let metrics = reqwest::get(sluice.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::settled_metrics(&sluice.url("")).await;
     assert!(
         metrics.contains(r#"sluice_unpriced_requests_total{model="house",provider="mock"} 1"#),
         "{metrics}"
@@ -240,12 +235,7 @@ async fn postgres_outage_mid_run_loses_and_duplicates_nothing() {
     // The writer notices the outage on its next write (records then spool).
     let mut down_seen = false;
     for _ in 0..100 {
-        let metrics = reqwest::get(sluice.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = common::settled_metrics(&sluice.url("")).await;
         if metrics.contains(r#"sluice_ledger{gauge="database_up"} 0"#) {
             down_seen = true;
             break;

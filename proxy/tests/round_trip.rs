@@ -152,16 +152,17 @@ async fn stream_round_trip_relays_every_event_in_order() {
         .all(|c| c["object"] == "chat.completion.chunk"));
     let usage = &chunks.last().unwrap()["usage"];
     assert_eq!(usage["completion_tokens"], 5);
-    let metrics = reqwest::get(sluice.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(r#"sluice_upstream_first_token_seconds_count{upstream="mock"} 1"#),
-        "{metrics}"
-    );
+    // Observed once the relay ends, which may be just after the client has [DONE].
+    let mut seen = false;
+    for _ in 0..50 {
+        let metrics = common::settled_metrics(&sluice.url("")).await;
+        if metrics.contains(r#"sluice_upstream_first_token_seconds_count{upstream="mock"} 1"#) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(seen, "time to first token observed");
 }
 
 #[tokio::test]
@@ -355,12 +356,7 @@ async fn health_probes_and_metrics() {
         .bytes()
         .await
         .unwrap();
-    let metrics = reqwest::get(sluice.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::settled_metrics(&sluice.url("")).await;
     assert!(
         metrics.contains(
             r#"sluice_requests_total{model="fast",route="chat_completions",status="200"} 1"#

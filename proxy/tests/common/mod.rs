@@ -219,3 +219,27 @@ pub fn sse_data(text: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// `/metrics` once no request other than the scrape itself is in flight, so
+/// every finished request's observations are in it.
+pub async fn settled_metrics(base: &str) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let busy = text.lines().any(|l| {
+            l.starts_with("sluice_requests_in_flight{")
+                && !l.contains(r#"route="metrics""#)
+                && !l.ends_with(" 0")
+        });
+        if !busy {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    text
+}
