@@ -134,6 +134,19 @@ pub struct TenantSettings {
     pub pricing: Vec<crate::ledger::RawPrice>,
 }
 
+/// Validated `auth.jwt`.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// Required issuer.
+    pub issuer: String,
+    /// Required audience.
+    pub audience: String,
+    /// The JWKS document's text.
+    pub jwks: String,
+    /// Claim naming the tenant.
+    pub tenant_claim: String,
+}
+
 /// Everything about who may call and how much.
 #[derive(Debug, Clone)]
 pub struct AccessSettings {
@@ -141,6 +154,8 @@ pub struct AccessSettings {
     pub admin_key: Option<Secret>,
     /// Whether OpenAI endpoints need a virtual key.
     pub auth_required: bool,
+    /// JWT bearer auth, when configured.
+    pub jwt: Option<JwtSettings>,
     /// Declared tenants, in name order.
     pub tenants: Vec<TenantSettings>,
     /// Shared limit store, if any.
@@ -395,12 +410,33 @@ pub(crate) fn access_settings(
         }
         other => other.unwrap_or(4096),
     };
+    let jwt = match &auth.jwt {
+        None => None,
+        Some(j) => {
+            let jwks = std::fs::read_to_string(&j.jwks_file).map_err(|e| {
+                ConfigError::validation(
+                    "auth.jwt.jwks_file",
+                    format!("cannot read {}: {e}", j.jwks_file.display()),
+                )
+            })?;
+            Some(JwtSettings {
+                issuer: j.issuer.clone(),
+                audience: j.audience.clone(),
+                jwks,
+                tenant_claim: j
+                    .tenant_claim
+                    .clone()
+                    .unwrap_or_else(|| "tenant".to_string()),
+            })
+        }
+    };
     let auth_required = auth
         .required
-        .unwrap_or(!out.is_empty() || auth.admin_key.is_some());
+        .unwrap_or(!out.is_empty() || auth.admin_key.is_some() || jwt.is_some());
     Ok(AccessSettings {
         admin_key: auth.admin_key,
         auth_required,
+        jwt,
         tenants: out,
         redis_url: quotas.redis_url,
         redis_fail_open,

@@ -20,8 +20,8 @@ mod secret;
 mod validated;
 
 pub use access::{
-    key_from_spec, tenant_policy, AccessSettings, Budget, BudgetPeriod, KeySettings, Limits,
-    Priority, TenantSettings,
+    key_from_spec, tenant_policy, AccessSettings, Budget, BudgetPeriod, JwtSettings, KeySettings,
+    Limits, Priority, TenantSettings,
 };
 pub use error::ConfigError;
 pub use ledger::{DecimalText, LedgerConfig, RawLedger, RawPrice};

@@ -5,7 +5,7 @@
 //! is an error, not a silently ignored line.
 
 pub use crate::raw_access::{
-    RawAuth, RawBudget, RawBudgets, RawKey, RawLimits, RawQuotas, RawTenant, RawTenants,
+    RawAuth, RawBudget, RawBudgets, RawJwt, RawKey, RawLimits, RawQuotas, RawTenant, RawTenants,
 };
 pub use crate::raw_routing::{RawBreaker, RawModel, RawRouting, RawStep, RawTarget};
 use crate::Secret;

@@ -17,6 +17,25 @@ pub struct RawAuth {
     /// warning: anyone who reaches the port uses the upstream keys).
     #[serde(default)]
     pub required: Option<bool>,
+    /// Also accept JWTs as bearer tokens. Default: off.
+    #[serde(default)]
+    pub jwt: Option<RawJwt>,
+}
+
+/// `auth.jwt:` — bearer JWTs from an identity provider as another way in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// Required `iss` claim. Required.
+    pub issuer: String,
+    /// Required `aud` claim. Required.
+    pub audience: String,
+    /// JWKS file (`{"keys": [...]}`) holding the verification keys, chosen by
+    /// `kid`. Read at start. Required.
+    pub jwks_file: std::path::PathBuf,
+    /// Claim naming the caller's tenant. Default `tenant`.
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
 }
 
 /// `tenants.<name>:` — one tenant.

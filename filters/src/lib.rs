@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod budget;
+pub mod jwt;
 pub mod quota;
 pub mod quotas;
 pub mod redis_quota;
@@ -19,6 +20,7 @@ pub use auth::{AuthError, Authenticator, KeyEntry, KeyHash, KeySource, Priority}
 pub use budget::{
     period_start, BudgetRejection, BudgetReservation, BudgetSpec, LocalBudgets, Period,
 };
+pub use jwt::JwtVerifier;
 pub use quota::{
     Admission, LimitKind, LocalQuotas, QuotaLimits, QuotaRejection, RateLimitStatus, Scope,
 };

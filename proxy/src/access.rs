@@ -40,6 +40,8 @@ pub struct Access {
     /// Tenant policies: from config, then from the database (admin API).
     tenants: std::sync::RwLock<HashMap<String, Arc<TenantPolicy>>>,
     default_max_tokens: u64,
+    /// JWT bearer auth, when configured.
+    jwt: Option<sluice_filters::JwtVerifier>,
     /// Keys declared in config (for seeding their budgets).
     pub config_keys: Vec<KeyEntry>,
     /// Spend reservations per key and tenant.
@@ -75,6 +77,11 @@ impl Access {
             required: settings.auth_required,
             admin_key: settings.admin_key.as_ref().map(|k| KeyHash::of(k.expose())),
             auth: Authenticator::new(keys.clone(), key_source),
+            jwt: settings.jwt.as_ref().and_then(|j| {
+                sluice_filters::JwtVerifier::new(j)
+                    .map_err(|e| tracing::error!(error = %e, "auth.jwt disabled: bad JWKS"))
+                    .ok()
+            }),
             config_keys: keys,
             quotas: match &settings.redis_url {
                 None => Quotas::local(),
@@ -128,7 +135,7 @@ impl Access {
             session.get_header("api-key").map(|v| v.as_bytes()),
         );
         let now = jiff::Timestamp::now().as_second();
-        Ok(Some(self.auth.authenticate(presented, now).await?))
+        Ok(Some(self.check(presented, now).await?))
     }
 
     /// The presented key, checked even when auth is optional (for endpoints
@@ -142,7 +149,22 @@ impl Access {
             session.get_header("api-key").map(|v| v.as_bytes()),
         );
         let now = jiff::Timestamp::now().as_second();
-        Ok(self.auth.authenticate(presented, now).await?)
+        Ok(self.check(presented, now).await?)
+    }
+
+    /// A presented bearer: a JWT when it looks like one and JWTs are on,
+    /// else a virtual key.
+    async fn check(
+        &self,
+        presented: Option<&str>,
+        now: i64,
+    ) -> Result<Arc<KeyEntry>, sluice_filters::AuthError> {
+        if let (Some(jwt), Some(token)) = (&self.jwt, presented) {
+            if sluice_filters::JwtVerifier::looks_like_jwt(token) {
+                return jwt.verify(token, now);
+            }
+        }
+        self.auth.authenticate(presented, now).await
     }
 
     /// Whether the request carries the admin key (compared in constant time).

@@ -244,3 +244,67 @@ async fn tenant_concurrency_limit_holds_across_its_requests() {
         200
     );
 }
+
+#[tokio::test]
+async fn jwts_from_an_identity_provider_are_a_way_in_with_tenant_limits() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let dir = common::TempDir::new();
+    // An HMAC key as a JWKS entry ("k" is base64url of the secret).
+    let jwks = dir.write(
+        "jwks.json",
+        r#"{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"c2x1aWNlLXRlc3Qtc2VjcmV0LTMyLWJ5dGVzLWxvbmch"}]}"#,
+    );
+    let config = format!(
+        r#"
+upstreams:
+  mock: {{base_url: "{}"}}
+models:
+  - {{name: fast, upstream: mock}}
+auth:
+  jwt: {{issuer: "https://idp.example", audience: sluice, jwks_file: "{}", tenant_claim: org}}
+tenants:
+  acme:
+    limits: {{requests_per_minute: 1}}
+"#,
+        mock.base_url(),
+        jwks.display()
+    );
+    let sluice = Sluice::start(&config).await;
+    let now = jiff::Timestamp::now().as_second();
+    let sign = |claims: serde_json::Value| {
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("k1".into());
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(b"sluice-test-secret-32-bytes-long!"),
+        )
+        .unwrap()
+    };
+    let alice = sign(
+        json!({"iss": "https://idp.example", "aud": "sluice", "sub": "alice", "org": "acme", "exp": now + 600}),
+    );
+    assert_eq!(
+        post(&sluice, Some(&alice), chat("fast")).await.status(),
+        200
+    );
+    let (status, body) = error_of(post(&sluice, Some(&alice), chat("fast")).await).await;
+    assert_eq!(status, 429, "the tenant's limit applies to its JWT callers");
+    assert_eq!(body.error.code.as_deref(), Some("rate_limit_exceeded"));
+    let expired = sign(
+        json!({"iss": "https://idp.example", "aud": "sluice", "org": "acme", "exp": now - 600}),
+    );
+    let (status, body) = error_of(post(&sluice, Some(&expired), chat("fast")).await).await;
+    assert_eq!(
+        (status, body.error.code.as_deref()),
+        (401, Some("invalid_api_key"))
+    );
+    let foreign = sign(
+        json!({"iss": "https://evil.example", "aud": "sluice", "org": "acme", "exp": now + 600}),
+    );
+    assert_eq!(
+        post(&sluice, Some(&foreign), chat("fast")).await.status(),
+        401
+    );
+}
