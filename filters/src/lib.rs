@@ -10,9 +10,11 @@
 
 pub mod auth;
 pub mod budget;
+pub mod budgets;
 pub mod jwt;
 pub mod quota;
 pub mod quotas;
+pub mod redis_budget;
 pub mod redis_quota;
 mod request_id;
 
@@ -20,10 +22,12 @@ pub use auth::{AuthError, Authenticator, KeyEntry, KeyHash, KeySource, Priority}
 pub use budget::{
     period_start, BudgetRejection, BudgetReservation, BudgetSpec, LocalBudgets, Period,
 };
+pub use budgets::{BudgetError, BudgetHold, Budgets};
 pub use jwt::JwtVerifier;
 pub use quota::{
     Admission, LimitKind, LocalQuotas, QuotaLimits, QuotaRejection, RateLimitStatus, Scope,
 };
 pub use quotas::{QuotaAdmission, QuotaError, Quotas};
+pub use redis_budget::{RedisBudgetReservation, RedisBudgets};
 pub use redis_quota::{RedisAdmission, RedisQuotas};
 pub use request_id::RequestId;

@@ -241,6 +241,50 @@ impl RedisQuotas {
     }
 }
 
+impl RedisQuotas {
+    /// Invokes a prepared script, marking Redis up or down.
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, redis::RedisError> {
+        let reply = match self.connection().await {
+            Ok(mut conn) => invocation.invoke_async(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        self.note(reply.is_ok());
+        reply
+    }
+
+    /// Runs one command, marking Redis up or down.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, redis::RedisError> {
+        let reply = match self.connection().await {
+            Ok(mut conn) => cmd.query_async(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        self.note(reply.is_ok());
+        reply
+    }
+
+    /// Runs the commands `fill` adds to one atomic pipeline.
+    pub(crate) async fn run(
+        &self,
+        fill: impl FnOnce(&mut redis::Pipeline),
+    ) -> Result<(), redis::RedisError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        fill(&mut pipe);
+        let reply: Result<(), _> = match self.connection().await {
+            Ok(mut conn) => pipe.query_async(&mut conn).await,
+            Err(e) => Err(e),
+        };
+        self.note(reply.is_ok());
+        reply
+    }
+}
+
 fn io_error(message: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::IoError, message))
 }

@@ -5,8 +5,8 @@ use crate::error::GatewayError;
 use pingora::protocols::http::ServerSession;
 use sluice_config::{AccessSettings, Budget, Limits, Priority};
 use sluice_filters::{
-    Authenticator, BudgetReservation, BudgetSpec, KeyEntry, KeyHash, LocalBudgets, QuotaAdmission,
-    Quotas, RedisQuotas, Scope,
+    Authenticator, BudgetSpec, Budgets, KeyEntry, KeyHash, QuotaAdmission, Quotas, RedisQuotas,
+    Scope,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ pub struct Access {
     /// Keys declared in config (for seeding their budgets).
     pub config_keys: Vec<KeyEntry>,
     /// Spend reservations per key and tenant.
-    pub budgets: LocalBudgets,
+    pub budgets: Budgets,
     /// Scopes whose soft limit was already announced this period.
     alerted: std::sync::Mutex<std::collections::HashSet<(Scope, i64)>>,
     /// Where soft-limit alerts are POSTed.
@@ -55,11 +55,11 @@ pub struct Access {
 /// A budget hold for one request, and what crossing a soft limit asks for.
 pub struct BudgetHold {
     /// The reservation; settle it with the real cost.
-    pub reservation: BudgetReservation,
+    pub reservation: sluice_filters::BudgetHold,
     /// Model to route to instead, when a soft limit with `downgrade_to` was crossed.
     pub downgrade_to: Option<String>,
     /// Scopes whose soft limit this request crossed for the first time this period.
-    pub newly_alerted: Vec<Scope>,
+    pub newly_alerted: Vec<(Scope, i64)>,
 }
 
 impl Access {
@@ -68,6 +68,13 @@ impl Access {
         settings: &AccessSettings,
         key_source: Option<Arc<dyn sluice_filters::KeySource>>,
     ) -> Self {
+        let redis = settings.redis_url.as_ref().and_then(|url| {
+            RedisQuotas::new(url.expose())
+                .map_err(
+                    |e| tracing::error!(error = %e, "invalid quotas.redis_url; limits stay local"),
+                )
+                .ok()
+        });
         let keys: Vec<KeyEntry> = settings
             .tenants
             .iter()
@@ -83,16 +90,9 @@ impl Access {
                     .ok()
             }),
             config_keys: keys,
-            quotas: match &settings.redis_url {
+            quotas: match &redis {
+                Some(store) => Quotas::shared(store.clone(), settings.redis_fail_open),
                 None => Quotas::local(),
-                Some(url) => match RedisQuotas::new(url.expose()) {
-                    Ok(redis) => Quotas::shared(redis, settings.redis_fail_open),
-                    Err(e) => {
-                        // The URL was validated at load; keep serving on local limits.
-                        tracing::error!(error = %e, "invalid quotas.redis_url; using local limits");
-                        Quotas::local()
-                    }
-                },
             },
             tenants: std::sync::RwLock::new(
                 settings
@@ -108,10 +108,18 @@ impl Access {
                     .collect(),
             ),
             default_max_tokens: settings.default_max_tokens,
-            budgets: LocalBudgets::new(
-                jiff::tz::TimeZone::get(&settings.budget_time_zone)
-                    .unwrap_or(jiff::tz::TimeZone::UTC),
-            ),
+            budgets: {
+                let tz = jiff::tz::TimeZone::get(&settings.budget_time_zone)
+                    .unwrap_or(jiff::tz::TimeZone::UTC);
+                match &redis {
+                    Some(store) => Budgets::shared(
+                        sluice_filters::RedisBudgets::new(store.clone(), tz.clone()),
+                        tz,
+                        settings.redis_fail_open,
+                    ),
+                    None => Budgets::local(tz),
+                }
+            },
             alerted: std::sync::Mutex::new(std::collections::HashSet::new()),
             alert_webhook: settings.alert_webhook.clone(),
         }
@@ -206,7 +214,7 @@ impl Access {
                     .filter(|(name, _)| name == tenant)
                     .map(|(_, c)| c)
                     .sum();
-                self.budgets.seed(&scope, &spec, spent, now);
+                accounting.block_on(self.budgets.seed(&scope, &spec, spent, now));
                 seeded += 1;
             }
         }
@@ -225,8 +233,12 @@ impl Access {
                     .filter(|(name, _)| *name == key.key_id)
                     .map(|(_, c)| c)
                     .sum();
-                self.budgets
-                    .seed(&Scope::Key(key.key_id.clone()), &spec, spent, now);
+                accounting.block_on(self.budgets.seed(
+                    &Scope::Key(key.key_id.clone()),
+                    &spec,
+                    spent,
+                    now,
+                ));
                 seeded += 1;
             }
         }
@@ -292,7 +304,7 @@ impl Access {
 
     /// Reserves `worst_case_micros` on the key's and tenant's budgets; refuses
     /// with 429 `insufficient_quota` past a hard limit.
-    pub fn reserve_budget(
+    pub async fn reserve_budget(
         &self,
         key: &KeyEntry,
         worst_case_micros: i64,
@@ -306,12 +318,22 @@ impl Access {
             .iter()
             .map(|(s, b, _)| (s.clone(), b.clone()))
             .collect();
-        let reservation = self.budgets.reserve(&specs, worst_case_micros, now)?;
+        let reservation = self
+            .budgets
+            .reserve(&specs, worst_case_micros, now)
+            .await
+            .map_err(|e| match e {
+                sluice_filters::BudgetError::Rejected(r) => GatewayError::Budget(r),
+                sluice_filters::BudgetError::StoreUnavailable => {
+                    GatewayError::QuotaStoreUnavailable
+                }
+            })?;
         let mut downgrade_to = None;
         let mut newly_alerted = Vec::new();
-        if reservation.soft_limit_crossed {
-            for (scope, spec, downgrade) in &scopes {
-                let Some((spent, reserved)) = self.budgets.usage(scope) else {
+        if reservation.soft_limit_crossed() {
+            for ((scope, spec, downgrade), (_, budget_spec)) in scopes.iter().zip(&specs) {
+                let Some((spent, reserved)) = self.budgets.usage(scope, budget_spec, now).await
+                else {
                     continue;
                 };
                 if spec
@@ -325,7 +347,7 @@ impl Access {
                         .lock()
                         .is_ok_and(|mut a| a.insert((scope.clone(), period)))
                     {
-                        newly_alerted.push(scope.clone());
+                        newly_alerted.push((scope.clone(), spent + reserved));
                     }
                 }
             }

@@ -261,6 +261,11 @@ impl Accounting {
         self.store.as_ref()
     }
 
+    /// Runs `future` to completion on the ledger runtime (start-up work only).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
     /// The ledger runtime, where report queries run.
     pub fn handle(&self) -> tokio::runtime::Handle {
         self.runtime.handle().clone()

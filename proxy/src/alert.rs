@@ -14,16 +14,15 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Gateway {
     /// Announces that `scope` crossed its soft budget limit.
-    pub(crate) fn alert_soft_limit(&self, scope: &Scope) {
+    pub(crate) fn alert_soft_limit(&self, scope: &Scope, spent_and_reserved: i64) {
         let (kind, name) = match scope {
             Scope::Key(k) => ("key", k.as_str()),
             Scope::Tenant(t) => ("tenant", t.as_str()),
         };
-        let (spent, reserved) = self.access.budgets.usage(scope).unwrap_or((0, 0));
         tracing::warn!(
             scope = kind,
             name,
-            spent_micros = spent,
+            spent_micros = spent_and_reserved,
             "soft budget limit crossed"
         );
         self.metrics
@@ -37,8 +36,7 @@ impl Gateway {
             "event": "budget.soft_limit_crossed",
             "scope": kind,
             "name": name,
-            "spent_usd": spent as f64 / 1e6,
-            "reserved_usd": reserved as f64 / 1e6,
+            "spent_usd": spent_and_reserved as f64 / 1e6,
         })
         .to_string();
         let connector = self.upstreams.connector_handle();

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::ServerSession;
-use sluice_filters::BudgetReservation;
+use sluice_filters::BudgetHold;
 use sluice_ledger::EndState;
 use sluice_providers::{Endpoint, ResponseTranslator, RoutingFields, UpstreamTarget};
 use std::time::Instant;
@@ -34,7 +34,7 @@ enum RelayOutcome {
 
 /// How to tell that a running stream has crossed its hard budget.
 struct Cutoff<'a> {
-    reservation: &'a BudgetReservation,
+    reservation: &'a BudgetHold,
     /// Cost so far, from the text delivered so far.
     running_cost: &'a (dyn Fn(&str) -> i64 + Sync),
     model: &'a str,
@@ -115,15 +115,19 @@ impl Gateway {
                 .accounting
                 .cost_micros(tenant, priced_as, prompt_estimate, max_tokens)
                 .unwrap_or(0);
-            let hold = self.access.reserve_budget(key, worst).inspect_err(|_| {
-                self.metrics
-                    .budget_events
-                    .with_label_values(&["hard_limit_refused"])
-                    .inc();
-            })?;
+            let hold = self
+                .access
+                .reserve_budget(key, worst)
+                .await
+                .inspect_err(|_| {
+                    self.metrics
+                        .budget_events
+                        .with_label_values(&["hard_limit_refused"])
+                        .inc();
+                })?;
             if let Some(hold) = &hold {
-                for scope in &hold.newly_alerted {
-                    self.alert_soft_limit(scope);
+                for (scope, spent) in &hold.newly_alerted {
+                    self.alert_soft_limit(scope, *spent);
                 }
             }
             budget = hold;

@@ -122,3 +122,55 @@ async fn fail_closed_refuses_with_503_while_redis_is_down() {
     assert!(recovered);
     assert_eq!(mock.stats().requests() as usize, 2);
 }
+
+#[tokio::test]
+async fn two_nodes_share_one_budget_through_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let yaml = format!(
+        r#"
+upstreams:
+  mock: {{base_url: "{}"}}
+models:
+  - {{name: mini, upstream: mock, upstream_model: gpt-4o-mini}}
+quotas:
+  redis_url: {}
+tenants:
+  acme:
+    budget: {{limit_usd: 0.00005, period: total}}
+    keys: [{{id: acme-app, key: sk-acme}}]
+"#,
+        mock.base_url(),
+        redis.url()
+    );
+    let a = Sluice::start(&yaml).await;
+    let b = Sluice::start(&yaml).await;
+    let ask = |node: &Sluice| {
+        reqwest::Client::new()
+            .post(node.url("/v1/chat/completions"))
+            .bearer_auth("sk-acme")
+            .json(&json!({"model": "mini", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let mut admitted = 0;
+    let mut refused_on = Vec::new();
+    for i in 0..30 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        match ask(node).await.unwrap().status().as_u16() {
+            200 => admitted += 1,
+            429 => refused_on.push(i % 2),
+            other => panic!("unexpected status {other}"),
+        }
+        // Settlement happens in the background just after each answer.
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    // One budget of 50 micro-dollars at ~6 each: about eight requests in all,
+    // where two separate node budgets would have let through twice as many.
+    assert!((5..=9).contains(&admitted), "admitted {admitted}");
+    assert!(
+        refused_on.contains(&0) && refused_on.contains(&1),
+        "both nodes refuse once it is spent"
+    );
+}
