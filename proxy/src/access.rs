@@ -190,57 +190,49 @@ impl Access {
     /// Loads what every budgeted key and tenant already spent this period,
     /// the ledger being the durable source of truth.
     pub fn seed_budgets(&self, accounting: &crate::accounting::Accounting, keys: &[KeyEntry]) {
+        use sluice_ledger::GroupKey;
         let now = jiff::Timestamp::now();
         let tz = self.budgets_tz();
-        let mut seeded = 0;
         let tenants: Vec<(String, Arc<TenantPolicy>)> = self
             .tenants
             .read()
             .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
-        for (tenant, policy) in &tenants {
-            if let Some(b) = &policy.budget {
-                let scope = Scope::Tenant(tenant.clone());
-                let spec = BudgetSpec {
-                    limit_micros: b.limit_micros,
-                    soft_limit_micros: b.soft_limit_micros,
-                    period: b.period,
-                };
-                let from =
-                    sluice_filters::period_start(b.period, now, &tz).saturating_mul(1_000_000);
-                let spent: i64 = accounting
-                    .spent_since(from, sluice_ledger::GroupKey::Tenant)
-                    .into_iter()
-                    .filter(|(name, _)| name == tenant)
-                    .map(|(_, c)| c)
-                    .sum();
-                accounting.block_on(self.budgets.seed(&scope, &spec, spent, now));
-                seeded += 1;
-            }
-        }
-        for key in keys {
-            if let Some(b) = &key.budget {
-                let spec = BudgetSpec {
-                    limit_micros: b.limit_micros,
-                    soft_limit_micros: b.soft_limit_micros,
-                    period: b.period,
-                };
-                let from =
-                    sluice_filters::period_start(b.period, now, &tz).saturating_mul(1_000_000);
-                let spent: i64 = accounting
-                    .spent_since(from, sluice_ledger::GroupKey::Key)
-                    .into_iter()
-                    .filter(|(name, _)| *name == key.key_id)
-                    .map(|(_, c)| c)
-                    .sum();
-                accounting.block_on(self.budgets.seed(
-                    &Scope::Key(key.key_id.clone()),
-                    &spec,
-                    spent,
-                    now,
-                ));
-                seeded += 1;
-            }
+        let budgeted = tenants
+            .iter()
+            .filter_map(|(name, p)| {
+                Some((
+                    Scope::Tenant(name.clone()),
+                    p.budget.as_ref()?,
+                    GroupKey::Tenant,
+                    name,
+                ))
+            })
+            .chain(keys.iter().filter_map(|k| {
+                Some((
+                    Scope::Key(k.key_id.clone()),
+                    k.budget.as_ref()?,
+                    GroupKey::Key,
+                    &k.key_id,
+                ))
+            }));
+        let mut seeded = 0;
+        for (scope, budget, by, name) in budgeted {
+            let spec = BudgetSpec {
+                limit_micros: budget.limit_micros,
+                soft_limit_micros: budget.soft_limit_micros,
+                period: budget.period,
+            };
+            let from =
+                sluice_filters::period_start(budget.period, now, &tz).saturating_mul(1_000_000);
+            let spent: i64 = accounting
+                .spent_since(from, by)
+                .into_iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, c)| c)
+                .sum();
+            accounting.block_on(self.budgets.seed(&scope, &spec, spent, now));
+            seeded += 1;
         }
         if seeded > 0 {
             tracing::info!(budgets = seeded, "budgets seeded from the ledger");

@@ -23,19 +23,23 @@ fn bad(message: impl Into<String>) -> GatewayError {
     }
 }
 
-fn parse_time(text: &str, field: &'static str) -> Result<i64, GatewayError> {
+/// A report bound: RFC 3339, or `YYYY-MM-DD` (midnight UTC), as unix micros.
+pub(crate) fn parse_time_us(text: &str) -> Option<i64> {
     if let Ok(ts) = text.parse::<jiff::Timestamp>() {
-        return Ok(ts.as_microsecond());
+        return Some(ts.as_microsecond());
     }
     text.parse::<jiff::civil::Date>()
         .ok()
         .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
         .map(|z| z.timestamp().as_microsecond())
-        .ok_or_else(|| {
-            bad(format!(
-                "{field} must be an RFC 3339 time or YYYY-MM-DD, got {text:?}"
-            ))
-        })
+}
+
+fn parse_time(text: &str, field: &'static str) -> Result<i64, GatewayError> {
+    parse_time_us(text).ok_or_else(|| {
+        bad(format!(
+            "{field} must be an RFC 3339 time or YYYY-MM-DD, got {text:?}"
+        ))
+    })
 }
 
 impl Gateway {

@@ -21,14 +21,26 @@ fn config(path: Option<&Path>) -> Result<Config, sluice_config::ConfigError> {
 }
 
 fn time(text: &str, field: &str) -> Result<i64, String> {
-    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
-        return Ok(ts.as_microsecond());
-    }
-    text.parse::<jiff::civil::Date>()
-        .ok()
-        .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
-        .map(|z| z.timestamp().as_microsecond())
+    crate::admin::parse_time_us(text)
         .ok_or_else(|| format!("--{field} must be an RFC 3339 time or YYYY-MM-DD, got {text:?}"))
+}
+
+/// Opens the ledger database named by `config` and runs `work` on it.
+fn with_store<F, Fut>(config: &Config, work: F) -> ExitCode
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    rt.block_on(async {
+        match Store::open(config.ledger.database_url.expose()).await {
+            Ok(store) => work(store).await,
+            Err(e) => fail(format!("cannot open the ledger database: {e}")),
+        }
+    })
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -64,15 +76,7 @@ pub fn export(args: &ExportArgs) -> ExitCode {
         "json" => false,
         other => return fail(format!("--format must be csv or json, got {other:?}")),
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
-    rt.block_on(async {
-        let store = match Store::open(config.ledger.database_url.expose()).await {
-            Ok(s) => s,
-            Err(e) => return fail(format!("cannot open the ledger database: {e}")),
-        };
+    with_store(&config, |store| async move {
         let rows = store.report(&query);
         let out = std::io::stdout().lock();
         let written = if csv {
@@ -93,15 +97,7 @@ pub fn verify(path: Option<&Path>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
-    rt.block_on(async {
-        let store = match Store::open(config.ledger.database_url.expose()).await {
-            Ok(s) => s,
-            Err(e) => return fail(format!("cannot open the ledger database: {e}")),
-        };
+    with_store(&config, |store| async move {
         match store.verify().await {
             Ok(report) => {
                 let mut out = std::io::stdout().lock();
@@ -159,15 +155,7 @@ pub fn create_key(args: &CreateKeyArgs) -> ExitCode {
         spec: serde_json::to_string(&raw).unwrap_or_default(),
         enabled: true,
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => return fail(e),
-    };
-    rt.block_on(async {
-        let store = match Store::open(config.ledger.database_url.expose()).await {
-            Ok(s) => s,
-            Err(e) => return fail(format!("cannot open the ledger database: {e}")),
-        };
+    with_store(&config, |store| async move {
         if let Err(e) = store.insert_key(&stored).await {
             return fail(format!("cannot store the key (is the id taken?): {e}"));
         }
