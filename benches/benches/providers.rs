@@ -38,7 +38,7 @@ fn provider(name: &str) -> Provider {
         "gemini" => ProviderKind::Gemini,
         _ => ProviderKind::Bedrock {
             region: "us-east-1".into(),
-            access_key_id: "AKIDEXAMPLE".into(),
+            access_key_id: sluice_config::Secret::new("AKIDEXAMPLE"),
             secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
             session_token: None,
         },

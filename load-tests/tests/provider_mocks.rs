@@ -33,7 +33,7 @@ fn provider(name: &str, base: &str) -> Provider {
         "gemini" => ProviderKind::Gemini,
         _ => ProviderKind::Bedrock {
             region: "us-east-1".into(),
-            access_key_id: "AKIDEXAMPLE".into(),
+            access_key_id: sluice_config::Secret::new("AKIDEXAMPLE"),
             secret_access_key: Secret::new("secret"),
             session_token: None,
         },

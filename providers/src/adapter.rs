@@ -19,72 +19,13 @@ use crate::{
 };
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
-use sluice_config::{Secret, UpstreamBaseUrl, UpstreamKind, UpstreamSettings};
+use sluice_config::{UpstreamBaseUrl, UpstreamSettings};
 
 /// Which wire format an upstream speaks, with the settings only that format
-/// needs. Built by `config/` from an upstream's `kind` and its fields.
-#[derive(Debug, Clone)]
-pub enum ProviderKind {
-    /// OpenAI and every OpenAI-compatible server (see [`PRESETS`]).
-    OpenAi,
-    /// Azure OpenAI: deployment URLs and an `api-key` header.
-    Azure {
-        /// The `api-version` query parameter, e.g. `2024-10-21`.
-        api_version: String,
-    },
-    /// Anthropic's Messages API.
-    Anthropic {
-        /// The `anthropic-version` header ([`anthropic::DEFAULT_VERSION`]).
-        version: String,
-        /// `max_tokens` sent when the client gave none (Anthropic requires it).
-        default_max_tokens: u64,
-    },
-    /// Google Gemini (Generative Language API).
-    Gemini,
-    /// AWS Bedrock Converse, signed with SigV4.
-    Bedrock {
-        /// AWS region, e.g. `us-east-1` (also part of the signature).
-        region: String,
-        /// Access key id.
-        access_key_id: String,
-        /// Secret access key.
-        secret_access_key: Secret,
-        /// Session token of temporary credentials.
-        session_token: Option<Secret>,
-    },
-}
+/// needs: config's validated upstream kind, used as is.
+pub use sluice_config::UpstreamKind as ProviderKind;
 
 pub use sluice_config::{find_preset, Preset, PRESETS};
-
-impl From<&UpstreamKind> for ProviderKind {
-    fn from(kind: &UpstreamKind) -> Self {
-        match kind {
-            UpstreamKind::OpenAi => ProviderKind::OpenAi,
-            UpstreamKind::Azure { api_version } => ProviderKind::Azure {
-                api_version: api_version.clone(),
-            },
-            UpstreamKind::Anthropic {
-                version,
-                default_max_tokens,
-            } => ProviderKind::Anthropic {
-                version: version.clone(),
-                default_max_tokens: *default_max_tokens,
-            },
-            UpstreamKind::Gemini => ProviderKind::Gemini,
-            UpstreamKind::Bedrock {
-                region,
-                access_key_id,
-                secret_access_key,
-                session_token,
-            } => ProviderKind::Bedrock {
-                region: region.clone(),
-                access_key_id: access_key_id.expose().to_string(),
-                secret_access_key: secret_access_key.clone(),
-                session_token: session_token.clone(),
-            },
-        }
-    }
-}
 
 /// What every adapter shares: where the upstream is and the fixed headers
 /// (credentials first, then configured extras).
@@ -213,7 +154,7 @@ pub enum Provider {
 impl Provider {
     /// The adapter for a configured upstream, as its `kind` says.
     pub fn from_settings(settings: &UpstreamSettings) -> Self {
-        Provider::new(settings, ProviderKind::from(&settings.kind))
+        Provider::new(settings, settings.kind.clone())
     }
 
     /// Builds the adapter for one upstream from its validated settings
@@ -238,7 +179,7 @@ impl Provider {
                 settings,
                 bedrock::Credentials {
                     region,
-                    access_key_id,
+                    access_key_id: access_key_id.expose().to_string(),
                     secret_access_key,
                     session_token,
                 },
