@@ -235,15 +235,7 @@ impl Provider {
             Provider::OpenAi(a) => {
                 let (body, asked) = fields.body_for_upstream(body, upstream_model);
                 reply.strip_usage_chunk = asked;
-                let headers = a
-                    .headers()
-                    .filter_map(|(k, v)| {
-                        let mut value = HeaderValue::from_str(v).ok()?;
-                        value.set_sensitive(k == "authorization");
-                        Some((HeaderName::from_bytes(k.as_bytes()).ok()?, value))
-                    })
-                    .collect();
-                (a.path(endpoint), headers, body, true)
+                (a.path(endpoint), a.wire_headers().to_vec(), body, true)
             }
             Provider::Azure(a) => {
                 let (body, asked) = fields.body_for_upstream(body, upstream_model);

@@ -34,6 +34,8 @@ pub struct OpenAiCompatible {
     /// Pre-rendered `Bearer <key>`; kept out of `Debug` by [`sluice_config::Secret`].
     authorization: Option<sluice_config::Secret>,
     extra_headers: Vec<(String, String)>,
+    /// The same headers, parsed once for the wire (the key marked sensitive).
+    wire_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl OpenAiCompatible {
@@ -48,7 +50,7 @@ impl OpenAiCompatible {
         } else {
             url.authority()
         };
-        OpenAiCompatible {
+        let mut adapter = OpenAiCompatible {
             path_prefix: url.path_prefix.clone(),
             host_header,
             authorization: settings
@@ -56,7 +58,23 @@ impl OpenAiCompatible {
                 .as_ref()
                 .map(|k| sluice_config::Secret::new(format!("Bearer {}", k.expose()))),
             extra_headers: settings.headers.clone(),
-        }
+            wire_headers: Vec::new(),
+        };
+        // Names and values were validated at config load; none is dropped here.
+        adapter.wire_headers = adapter
+            .headers()
+            .filter_map(|(k, v)| {
+                let mut value = http::HeaderValue::from_str(v).ok()?;
+                value.set_sensitive(k == "authorization");
+                Some((http::HeaderName::from_bytes(k.as_bytes()).ok()?, value))
+            })
+            .collect();
+        adapter
+    }
+
+    /// [`Self::headers`], ready for the wire.
+    pub fn wire_headers(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        &self.wire_headers
     }
 
     /// The request path upstream, e.g. `/v1/chat/completions`.

@@ -65,6 +65,11 @@ impl From<WireUsage> for Usage {
 struct WithUsage {
     #[serde(default)]
     usage: Option<WireUsage>,
+}
+
+/// Read only when the provider reported no usage.
+#[derive(Deserialize)]
+struct WithChoices {
     #[serde(default)]
     choices: Vec<PlainChoice>,
 }
@@ -115,8 +120,10 @@ pub struct UsageTracker {
     strip_usage_chunk: bool,
     /// Bytes of an SSE event not yet terminated.
     pending: BytesMut,
-    /// Plain body kept for parsing at the end.
-    body: BytesMut,
+    /// Plain body kept for parsing at the end, as the pieces that arrived
+    /// (reference-counted, not copied).
+    body: Vec<Bytes>,
+    body_len: usize,
     body_overflowed: bool,
     /// Text delivered in stream deltas.
     delivered_text: String,
@@ -131,7 +138,8 @@ impl UsageTracker {
             sse,
             strip_usage_chunk,
             pending: BytesMut::new(),
-            body: BytesMut::new(),
+            body: Vec::new(),
+            body_len: 0,
             body_overflowed: false,
             delivered_text: String::new(),
             reported: None,
@@ -145,11 +153,12 @@ impl UsageTracker {
     pub fn relay(&mut self, chunk: Bytes) -> Bytes {
         if !self.sse {
             if !self.body_overflowed {
-                if self.body.len() + chunk.len() > MAX_TRACKED_BODY {
+                if self.body_len + chunk.len() > MAX_TRACKED_BODY {
                     self.body_overflowed = true;
-                    self.body = BytesMut::new();
+                    self.body = Vec::new();
                 } else {
-                    self.body.extend_from_slice(&chunk);
+                    self.body_len += chunk.len();
+                    self.body.push(chunk.clone());
                 }
             }
             return chunk;
@@ -171,10 +180,22 @@ impl UsageTracker {
     /// last event is relayed as is).
     pub fn finish(&mut self) -> Bytes {
         if !self.sse {
-            if let Ok(parsed) = serde_json::from_slice::<WithUsage>(&self.body) {
+            let pieces = std::mem::take(&mut self.body);
+            let joined;
+            let body: &[u8] = match pieces.as_slice() {
+                [] => &[],
+                [one] => one,
+                many => {
+                    joined = many.concat();
+                    &joined
+                }
+            };
+            if let Ok(parsed) = serde_json::from_slice::<WithUsage>(body) {
                 self.reported = parsed.usage.map(Usage::from);
-                if self.reported.is_none() {
-                    // Kept only for counting when the provider reported nothing.
+            }
+            if self.reported.is_none() {
+                // Kept only for counting when the provider reported nothing.
+                if let Ok(parsed) = serde_json::from_slice::<WithChoices>(body) {
                     for choice in parsed.choices {
                         if let Some(text) = choice.message.and_then(|m| m.content).or(choice.text) {
                             self.delivered_text.push_str(&text);
@@ -182,7 +203,6 @@ impl UsageTracker {
                     }
                 }
             }
-            self.body = BytesMut::new();
             return Bytes::new();
         }
         let rest = std::mem::take(&mut self.pending).freeze();
