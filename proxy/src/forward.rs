@@ -310,8 +310,32 @@ impl Gateway {
         cutoff: Option<Cutoff<'_>>,
     ) -> (RelayOutcome, Option<Instant>) {
         let mut first_byte_at = None;
+        // Watch the client while waiting on the upstream: when it leaves, the
+        // upstream call is dropped at once (the provider stops generating
+        // and billing), not at the next write.
+        let mut watch_client = true;
         loop {
-            match upstream.read_response_body().await {
+            let read = if watch_client {
+                tokio::select! {
+                    read = upstream.read_response_body() => read,
+                    idle = session.read_body_or_idle(true) => {
+                        match idle {
+                            Err(_) => {
+                                self.metrics.client_disconnects.inc();
+                                return (RelayOutcome::ClientGone, first_byte_at);
+                            }
+                            // Bytes from a pipelining client: stop watching, carry on.
+                            Ok(_) => {
+                                watch_client = false;
+                                continue;
+                            }
+                        }
+                    }
+                }
+            } else {
+                upstream.read_response_body().await
+            };
+            match read {
                 Ok(Some(chunk)) => {
                     let out = tracker.relay(chunk);
                     if first_byte_at.is_none() && !out.is_empty() {

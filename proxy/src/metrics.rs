@@ -23,6 +23,8 @@ pub struct Metrics {
     pub in_flight: IntGaugeVec,
     /// Time from request to the first streamed byte sent to the client, by upstream.
     pub upstream_first_token: HistogramVec,
+    /// Clients that left while their answer was still streaming in.
+    pub client_disconnects: IntCounter,
     /// Upstream attempts, by upstream.
     pub upstream_attempts: IntCounterVec,
     /// Circuit breaker state by upstream: 0 closed, 1 half-open, 2 open.
@@ -80,6 +82,10 @@ impl Metrics {
             ),
             &["upstream", "kind"],
         )?;
+        let client_disconnects = IntCounter::new(
+            "sluice_client_disconnects_total",
+            "Clients that left mid-answer; their upstream call was dropped at once.",
+        )?;
         let upstream_first_token = HistogramVec::new(
             HistogramOpts::new(
                 "sluice_upstream_first_token_seconds",
@@ -127,6 +133,7 @@ impl Metrics {
         registry.register(Box::new(upstream_first_byte.clone()))?;
         registry.register(Box::new(upstream_attempts.clone()))?;
         registry.register(Box::new(upstream_first_token.clone()))?;
+        registry.register(Box::new(client_disconnects.clone()))?;
         registry.register(Box::new(upstream_breaker_state.clone()))?;
         let tokens = IntCounterVec::new(
             Opts::new(
@@ -206,6 +213,7 @@ impl Metrics {
             upstream_first_byte,
             upstream_attempts,
             upstream_first_token,
+            client_disconnects,
             upstream_breaker_state,
             quota_store_up,
             quota_store_errors,

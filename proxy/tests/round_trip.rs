@@ -398,3 +398,52 @@ async fn streams_are_asked_for_usage_without_changing_what_the_client_sees() {
         assert!(chunk["usage"].is_null());
     }
 }
+
+#[tokio::test]
+async fn a_client_leaving_mid_stream_closes_the_upstream_at_once() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let sluice = Sluice::start(&config_for(&mock.base_url(), "")).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(sluice.url("/v1/chat/completions"))
+        .header("x-mock-chunks", "50")
+        .header("x-mock-chunk-delay-ms", "300")
+        .json(&chat_body("fast", true))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = response.bytes_stream();
+    let mut received = String::new();
+    while !received.contains("tok0") {
+        let chunk = stream.next().await.expect("stream ended early").unwrap();
+        received.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert_eq!(mock.stats().connections_closed(), 0);
+    // The client goes away mid-stream.
+    drop(stream);
+    drop(client);
+    let left = std::time::Instant::now();
+    while mock.stats().connections_closed() == 0 {
+        assert!(
+            left.elapsed() < std::time::Duration::from_secs(5),
+            "upstream never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Well before the next chunk (300 ms away) would have revealed the broken pipe.
+    assert!(
+        left.elapsed() < std::time::Duration::from_millis(100),
+        "upstream closed {:?} after the client left",
+        left.elapsed()
+    );
+    assert_eq!(
+        mock.stats().streams_finished(),
+        0,
+        "generation stopped part-way"
+    );
+    let metrics = common::settled_metrics(&sluice.url("")).await;
+    assert!(
+        metrics.contains("sluice_client_disconnects_total 1"),
+        "{metrics}"
+    );
+}
