@@ -127,10 +127,25 @@ impl Accounting {
             let ledger = runtime.block_on(Ledger::start(ledger_settings))?;
             // Reports read through their own pool; a database that is down at
             // start only disables reports until restart, never serving.
-            let store = runtime
-                .block_on(Store::open(settings.database_url.expose()))
-                .map_err(|e| tracing::warn!(error = %e, "usage reports unavailable: database unreachable"))
-                .ok();
+            // The writer opens (and migrates) the same database in the
+            // background; a busy SQLite file gets a few tries.
+            let store = runtime.block_on(async {
+                let mut tries = 0;
+                loop {
+                    match Store::open(settings.database_url.expose()).await {
+                        Ok(store) => break Some(store),
+                        Err(e) if tries < 10 => {
+                            tries += 1;
+                            tracing::debug!(error = %e, tries, "report store not ready; retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "usage reports unavailable: database unreachable");
+                            break None;
+                        }
+                    }
+                }
+            });
             (Some(ledger), store)
         } else {
             (None, None)
@@ -234,6 +249,21 @@ impl Accounting {
             tracing::error!(error = %e, "usage record lost");
         }
         cost.priced.then_some(cost.micros)
+    }
+
+    /// Writes what is queued and replays any spool from an earlier run, so
+    /// that reads of the database (budget seeding) see every record.
+    pub fn catch_up(&self) {
+        if let Some(ledger) = &self.ledger {
+            match self.runtime.block_on(ledger.flush()) {
+                Ok(report) if report.spool_pending_records > 0 => tracing::warn!(
+                    pending = report.spool_pending_records,
+                    "spooled usage records not yet in the database; budgets seed without them"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "ledger catch-up failed"),
+            }
+        }
     }
 
     /// What each tenant (`GroupKey::Tenant`) or key (`GroupKey::Key`) spent

@@ -44,6 +44,8 @@ pub fn run(config: Config) -> Result<(), StartupError> {
     let accounting = Arc::new(Accounting::start(&config, metrics.clone())?);
     let gateway = Gateway::new(&config, metrics, accounting.clone(), ready.clone());
     crate::admin_keys::load_stored_tenants(&gateway);
+    // Spend is rebuilt from the ledger: let a spool from the last run land first.
+    accounting.catch_up();
     gateway
         .access
         .seed_budgets(&accounting, &gateway.access.config_keys);
