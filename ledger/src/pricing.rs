@@ -253,6 +253,11 @@ impl PriceTable {
     /// step 1 and keeps its own price. `None` means "unknown": record the
     /// request as unpriced, never as $0.
     pub fn lookup(&self, model: &str) -> Option<&Price> {
+        // Keys are lower-case; most names already are, so try them as given
+        // before allocating a lowered copy (this runs on every request).
+        if let Some(price) = self.models.get(model) {
+            return Some(price);
+        }
         let lowered = model.trim().to_ascii_lowercase();
         if let Some(price) = self.models.get(&lowered) {
             return Some(price);

@@ -18,7 +18,7 @@
 use crate::adapter::{Base, ReplyContext};
 use crate::chat::{to_json, ChatRequest, Image, PartRef, Role, ToolMode, EMPTY_SCHEMA};
 use crate::chunk::{ChunkWriter, Completion, FinishReason, ToolCallOut};
-use crate::sse::SseDecoder;
+use crate::sse::{EventTranslator, SseTranslation};
 use crate::{Endpoint, ProviderError, UpstreamError, UpstreamErrorKind, Usage};
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -498,55 +498,28 @@ struct Delta<'a> {
 }
 
 /// Translation state of one Anthropic stream.
+pub(crate) type StreamState = SseTranslation<StreamEvents>;
+
+/// What an Anthropic stream remembers between events.
 #[derive(Debug, Default)]
-pub(crate) struct StreamState {
-    sse: SseDecoder,
+pub(crate) struct StreamEvents {
     /// (content block index, OpenAI tool call index) of each `tool_use` block.
     tools: Vec<(u32, u32)>,
-    error: Option<UpstreamError>,
 }
 
-impl StreamState {
-    /// Takes upstream bytes; appends OpenAI events to `out`.
-    pub fn feed(&mut self, chunk: &[u8], w: &mut ChunkWriter, out: &mut BytesMut) {
-        if self.error.is_some() {
-            return;
-        }
-        if self.sse.feed(chunk).is_err() {
-            self.fail(UpstreamError::new(UpstreamErrorKind::Server, None), w, out);
-            return;
-        }
-        while let Some(event) = self.sse.next_event() {
-            self.on_event(&event.data, w, out);
-        }
+impl EventTranslator for StreamEvents {
+    fn unreadable() -> UpstreamError {
+        UpstreamError::new(UpstreamErrorKind::Server, None)
     }
 
-    /// The upstream ended: flush, and close the stream if it had finished.
-    pub fn finish(&mut self, w: &mut ChunkWriter, out: &mut BytesMut) {
-        if let Some(event) = self.sse.finish() {
-            self.on_event(&event.data, w, out);
-        }
-        if w.has_finish() {
-            w.end(out);
-        }
-    }
-
-    /// The error event seen, if any.
-    pub fn error(&self) -> Option<&UpstreamError> {
-        self.error.as_ref()
-    }
-
-    fn fail(&mut self, e: UpstreamError, w: &mut ChunkWriter, out: &mut BytesMut) {
-        w.error(&e, out);
-        self.error = Some(e);
-    }
-
-    fn on_event(&mut self, data: &[u8], w: &mut ChunkWriter, out: &mut BytesMut) {
-        if self.error.is_some() {
-            return;
-        }
+    fn on_event(
+        &mut self,
+        data: &[u8],
+        w: &mut ChunkWriter,
+        out: &mut BytesMut,
+    ) -> Result<(), UpstreamError> {
         let Ok(ev) = serde_json::from_slice::<Event<'_>>(data) else {
-            return;
+            return Ok(());
         };
         match ev.kind.as_ref() {
             "message_start" => {
@@ -573,7 +546,9 @@ impl StreamState {
                 }
             }
             "content_block_delta" => {
-                let Some(delta) = ev.delta else { return };
+                let Some(delta) = ev.delta else {
+                    return Ok(());
+                };
                 match delta.kind.as_ref() {
                     "text_delta" => w.text(&delta.text, out),
                     "input_json_delta" => {
@@ -608,11 +583,12 @@ impl StreamState {
                     Some(d) => UpstreamError::new(error_kind(&d.kind, 500), Some(&d.message)),
                     None => UpstreamError::new(UpstreamErrorKind::Server, None),
                 };
-                self.fail(e, w, out);
+                return Err(e);
             }
             // ping, content_block_stop, unknown future events.
             _ => {}
         }
+        Ok(())
     }
 }
 

@@ -138,12 +138,7 @@ impl Access {
         if !self.required {
             return Ok(None);
         }
-        let presented = Authenticator::presented_key(
-            session.get_header("authorization").map(|v| v.as_bytes()),
-            session.get_header("api-key").map(|v| v.as_bytes()),
-        );
-        let now = jiff::Timestamp::now().as_second();
-        Ok(Some(self.check(presented, now).await?))
+        self.identify_always(session).await.map(Some)
     }
 
     /// The presented key, checked even when auth is optional (for endpoints
@@ -266,6 +261,11 @@ impl Access {
     /// `max_tokens` to assume when a request gives none.
     pub fn default_max_tokens(&self) -> u64 {
         self.default_max_tokens
+    }
+
+    /// Whether any budget applies to `key` (its own or its tenant's).
+    pub fn has_budget(&self, key: &KeyEntry) -> bool {
+        key.budget.is_some() || self.tenant(&key.tenant).is_some_and(|t| t.budget.is_some())
     }
 
     /// The budgets that apply to `key`: its own, then its tenant's.

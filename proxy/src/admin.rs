@@ -105,7 +105,7 @@ impl Gateway {
             report = report.for_tenant(t);
         }
         let Some(store) = self.accounting.store().cloned() else {
-            return Err(GatewayError::ReportsUnavailable);
+            return Err(GatewayError::LedgerUnavailable);
         };
         let mut rows = {
             let _runtime = self.accounting.handle().enter();
@@ -115,7 +115,7 @@ impl Gateway {
         ctx.status = 200;
         let mut header = self
             .response_header(ctx, 200)
-            .map_err(|_| GatewayError::ReportsUnavailable)?;
+            .map_err(|_| GatewayError::LedgerUnavailable)?;
         let _ = header.insert_header(
             "content-type",
             if csv {

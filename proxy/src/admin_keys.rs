@@ -80,9 +80,9 @@ fn bad(message: impl Into<String>) -> GatewayError {
     }
 }
 
-fn no_such(path: &str) -> GatewayError {
+fn no_such(method: &http::Method, path: &str) -> GatewayError {
     GatewayError::UnknownRoute {
-        method: "admin".into(),
+        method: method.to_string(),
         path: path.to_string(),
     }
 }
@@ -103,7 +103,7 @@ impl Gateway {
             return Err(GatewayError::Auth(sluice_filters::AuthError::Invalid));
         }
         let Some(store) = self.accounting.store().cloned() else {
-            return Err(GatewayError::ReportsUnavailable);
+            return Err(GatewayError::LedgerUnavailable);
         };
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
@@ -181,7 +181,7 @@ impl Gateway {
                     "rotate" => (Some(generate_key()), None),
                     "disable" => (None, Some(false)),
                     "enable" => (None, Some(true)),
-                    _ => return Err(no_such(&path)),
+                    _ => return Err(no_such(&method, &path)),
                 };
                 let new_hex = new_key.as_ref().map(|(_, h)| h.to_hex());
                 let store2 = store.clone();
@@ -193,7 +193,7 @@ impl Gateway {
                     ),
                 )
                 .await?
-                .ok_or_else(|| no_such(&path))?;
+                .ok_or_else(|| no_such(&method, &path))?;
                 if let Some(h) = KeyHash::from_hex(&old.key_sha256) {
                     self.access.forget_key(&h).await;
                 }
@@ -202,7 +202,7 @@ impl Gateway {
                     Box::pin(async move { store.key_by_id(&id).await }),
                 )
                 .await?
-                .ok_or_else(|| no_such(&path))?;
+                .ok_or_else(|| no_such(&method, &path))?;
                 let mut out = public_key(&now);
                 if let Some((plaintext, _)) = new_key {
                     out["key"] = serde_json::Value::String(plaintext);
@@ -217,7 +217,7 @@ impl Gateway {
                     Box::pin(async move { store.delete_key(&id).await }),
                 )
                 .await?
-                .ok_or_else(|| no_such(&path))?;
+                .ok_or_else(|| no_such(&method, &path))?;
                 if let Some(h) = KeyHash::from_hex(&old.key_sha256) {
                     self.access.forget_key(&h).await;
                 }
@@ -270,12 +270,12 @@ impl Gateway {
                 )
                 .await?;
                 if !existed {
-                    return Err(no_such(&path));
+                    return Err(no_such(&method, &path));
                 }
                 self.access.set_tenant(name, None);
                 (200, serde_json::json!({"name": name, "deleted": true}))
             }
-            _ => return Err(no_such(&path)),
+            _ => return Err(no_such(&method, &path)),
         };
         self.respond(
             session,
@@ -301,10 +301,10 @@ async fn on_ledger<T: Send + 'static>(
     runtime
         .spawn(fut)
         .await
-        .map_err(|_| GatewayError::ReportsUnavailable)?
+        .map_err(|_| GatewayError::LedgerUnavailable)?
         .map_err(|e| {
             tracing::warn!(error = %e, "admin store call failed");
-            GatewayError::ReportsUnavailable
+            GatewayError::LedgerUnavailable
         })
 }
 

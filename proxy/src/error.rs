@@ -63,9 +63,10 @@ pub enum GatewayError {
         /// What is wrong with it.
         message: String,
     },
-    /// Usage reports need the ledger database, which is not reachable.
-    #[error("Usage reports are unavailable: the ledger database could not be reached.")]
-    ReportsUnavailable,
+    /// Usage reports and key management need the ledger database, which is
+    /// not reachable.
+    #[error("The ledger database could not be reached; please retry shortly.")]
+    LedgerUnavailable,
     /// Every planned upstream attempt failed before answering.
     #[error("{message}")]
     AllAttemptsFailed {
@@ -114,7 +115,7 @@ impl GatewayError {
             GatewayError::QuotaStoreUnavailable => 503,
             GatewayError::UpstreamUnavailable { .. } => 502,
             GatewayError::BadQuery { .. } => 400,
-            GatewayError::ReportsUnavailable => 503,
+            GatewayError::LedgerUnavailable => 503,
             GatewayError::AllAttemptsFailed { status, .. } => *status,
             GatewayError::UpstreamTimeout { .. } => 504,
         }
@@ -137,7 +138,7 @@ impl GatewayError {
             GatewayError::QuotaStoreUnavailable => "quota_store_unavailable",
             GatewayError::UpstreamUnavailable { .. } => "upstream_unavailable",
             GatewayError::BadQuery { .. } => "bad_query",
-            GatewayError::ReportsUnavailable => "reports_unavailable",
+            GatewayError::LedgerUnavailable => "ledger_unavailable",
             GatewayError::AllAttemptsFailed { .. } => "all_attempts_failed",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
         }
@@ -174,7 +175,7 @@ impl GatewayError {
             GatewayError::QuotaStoreUnavailable => Some("service_unavailable"),
             GatewayError::UpstreamUnavailable { .. } => Some("upstream_unavailable"),
             GatewayError::BadQuery { .. } => Some("invalid_query"),
-            GatewayError::ReportsUnavailable => Some("service_unavailable"),
+            GatewayError::LedgerUnavailable => Some("service_unavailable"),
             GatewayError::AllAttemptsFailed { code, .. } => Some(code),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
         }

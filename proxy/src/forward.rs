@@ -103,12 +103,11 @@ impl Gateway {
         let max_tokens = fields
             .max_tokens
             .unwrap_or(self.access.default_max_tokens());
+        let mut plan = self.router.plan(&requested_route);
         let mut budget = None;
-        if let Some(key) = caller.key.as_deref() {
+        if let Some(key) = caller.key.as_deref().filter(|k| self.access.has_budget(k)) {
             // Worst case at the price of the first planned target.
-            let priced_as = self
-                .router
-                .plan(&requested_route)
+            let priced_as = plan
                 .first()
                 .map_or(fields.model.as_str(), |c| c.upstream_model);
             let worst = self
@@ -134,7 +133,10 @@ impl Gateway {
         }
         let downgrade = budget.as_ref().and_then(|b| b.downgrade_to.clone());
         let route = match downgrade.as_deref().map(|m| self.router.resolve(m)) {
-            Some(Ok(cheaper)) => cheaper,
+            Some(Ok(cheaper)) => {
+                plan = self.router.plan(&cheaper);
+                cheaper
+            }
             _ => requested_route,
         };
         ctx.model_label = route.model_label.to_string();
@@ -146,7 +148,6 @@ impl Gateway {
         span.record("priority", caller.priority.as_str());
         span.record("model", route.model_label);
 
-        let plan = self.router.plan(&route);
         let answer = self
             .try_candidates(
                 session,
@@ -155,7 +156,7 @@ impl Gateway {
                     endpoint,
                     fields: &fields,
                     body: &body,
-                    tenant: caller.key.as_deref().map(|k| k.tenant.as_str()),
+                    tenant,
                 },
                 &plan,
             )

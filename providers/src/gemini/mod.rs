@@ -23,7 +23,7 @@ use crate::chat::{
     to_json, ChatRequest, EmbeddingsRequest, Image, PartRef, Role, ToolMode, EMPTY_SCHEMA,
 };
 use crate::chunk::{now_s, ChunkWriter, Completion, FinishReason, ToolCallOut};
-use crate::sse::SseDecoder;
+use crate::sse::{EventTranslator, SseTranslation};
 use crate::{Endpoint, ProviderError, UpstreamError, UpstreamErrorKind, Usage};
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};

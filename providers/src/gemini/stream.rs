@@ -3,60 +3,32 @@
 use super::*;
 
 /// Translation state of one Gemini stream (each event is a whole
-/// `GenerateContentResponse` holding the new text).
+/// `GenerateContentResponse` holding the new text). Gemini has no end event:
+/// the stream is complete if a finish reason went by.
+pub(crate) type StreamState = SseTranslation<StreamEvents>;
+
+/// What a Gemini stream remembers between events.
 #[derive(Debug, Default)]
-pub(crate) struct StreamState {
-    sse: SseDecoder,
+pub(crate) struct StreamEvents {
     tool_calls: u32,
-    error: Option<UpstreamError>,
 }
 
-impl StreamState {
-    /// Takes upstream bytes; appends OpenAI events to `out`.
-    pub fn feed(&mut self, chunk: &[u8], w: &mut ChunkWriter, out: &mut BytesMut) {
-        if self.error.is_some() {
-            return;
-        }
-        if self.sse.feed(chunk).is_err() {
-            self.fail(unreadable(), w, out);
-            return;
-        }
-        while let Some(event) = self.sse.next_event() {
-            self.on_event(&event.data, w, out);
-        }
+impl EventTranslator for StreamEvents {
+    fn unreadable() -> UpstreamError {
+        unreadable()
     }
 
-    /// The upstream ended: Gemini has no end event, so the stream is
-    /// complete if a finish reason went by.
-    pub fn finish(&mut self, w: &mut ChunkWriter, out: &mut BytesMut) {
-        if let Some(event) = self.sse.finish() {
-            self.on_event(&event.data, w, out);
-        }
-        if w.has_finish() {
-            w.end(out);
-        }
-    }
-
-    /// The error event seen, if any.
-    pub fn error(&self) -> Option<&UpstreamError> {
-        self.error.as_ref()
-    }
-
-    fn fail(&mut self, e: UpstreamError, w: &mut ChunkWriter, out: &mut BytesMut) {
-        w.error(&e, out);
-        self.error = Some(e);
-    }
-
-    fn on_event(&mut self, data: &[u8], w: &mut ChunkWriter, out: &mut BytesMut) {
-        if self.error.is_some() {
-            return;
-        }
+    fn on_event(
+        &mut self,
+        data: &[u8],
+        w: &mut ChunkWriter,
+        out: &mut BytesMut,
+    ) -> Result<(), UpstreamError> {
         let Ok(r) = serde_json::from_slice::<GenerateResponse>(data) else {
-            return;
+            return Ok(());
         };
         if let Some(e) = r.error {
-            self.fail(e.into_error(500), w, out);
-            return;
+            return Err(e.into_error(500));
         }
         if let Some(id) = &r.response_id {
             w.set_id(id);
@@ -93,5 +65,6 @@ impl StreamState {
         if let Some(u) = r.usage_metadata {
             w.set_usage(u.into());
         }
+        Ok(())
     }
 }
