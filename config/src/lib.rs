@@ -17,6 +17,7 @@ mod raw_access;
 mod raw_routing;
 mod routing;
 mod secret;
+mod streams;
 mod validated;
 
 pub use access::{
@@ -28,6 +29,7 @@ pub use ledger::{DecimalText, LedgerConfig, RawLedger, RawPrice};
 pub use presets::{bedrock_base_url, find_preset, Preset, PRESETS};
 pub use routing::{Balance, BreakerSettings, ModelRoute, RouteStep, RouteTarget, RoutingSettings};
 pub use secret::Secret;
+pub use streams::{RawStreams, StreamSettings};
 pub use validated::{
     Config, LogFormat, ServerSettings, UpstreamBaseUrl, UpstreamKind, UpstreamSettings,
     WILDCARD_MODEL,

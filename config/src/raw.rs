@@ -47,6 +47,10 @@ pub struct RawConfig {
     /// Budget periods and alerts. Default: UTC, no webhook.
     #[serde(default)]
     pub budgets: RawBudgets,
+    /// Node capacity, fair queuing, preemption, pauses. Default: see
+    /// [`crate::streams::RawStreams`].
+    #[serde(default)]
+    pub streams: crate::streams::RawStreams,
 }
 
 /// `server:` — how sluice listens and what it accepts.

@@ -25,6 +25,8 @@ pub struct Config {
     pub ledger: crate::LedgerConfig,
     /// Tenants, keys, limits, budgets, admin key.
     pub access: crate::AccessSettings,
+    /// Node capacity, fair queuing, preemption, pauses.
+    pub streams: crate::StreamSettings,
 }
 
 /// `server:` after validation.
@@ -331,6 +333,7 @@ impl Config {
         let models = crate::routing::model_routes(&raw.models, &upstreams)?;
         let routing = crate::routing::routing_settings(raw.routing)?;
         let ledger = crate::ledger::ledger_config(raw.ledger, raw.pricing)?;
+        let streams = crate::streams::stream_settings(raw.streams)?;
 
         let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
         let access =
@@ -342,6 +345,7 @@ impl Config {
             routing,
             ledger,
             access,
+            streams,
         })
     }
 
