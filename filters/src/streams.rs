@@ -480,12 +480,13 @@ impl StreamHandle {
     }
 
     /// Waits until the stream is told to end, and says why.
-    pub async fn ended(&mut self) -> (EndCause, Option<String>) {
+    pub async fn ended(&self) -> (EndCause, Option<String>) {
+        let mut control = self.control.clone();
         loop {
-            if let Control::End { cause, reason } = &*self.control.borrow_and_update() {
+            if let Control::End { cause, reason } = &*control.borrow_and_update() {
                 return (*cause, reason.clone());
             }
-            if self.control.changed().await.is_err() {
+            if control.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         }
@@ -548,6 +549,12 @@ mod tests {
     async fn pause_resume_and_cancel_reach_the_handle() {
         let registry = StreamRegistry::new("n1");
         let mut handle = registry.register("st_a".into(), owner("acme", Priority::Standard), false);
+        let ended = {
+            let waiter = registry.register("st_b".into(), owner("acme", Priority::Standard), false);
+            registry.command("st_b", &Viewer::Admin, Command::Preempt, Some("vip".into()));
+            waiter.ended().await
+        };
+        assert_eq!(ended, (EndCause::Preempt, Some("vip".into())));
         let admin = Viewer::Admin;
         let view = registry
             .command("st_a", &admin, Command::Pause, None)

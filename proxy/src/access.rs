@@ -355,6 +355,17 @@ impl Access {
         self.budgets.time_zone().clone()
     }
 
+    /// The request's `x-sluice-priority` (default `standard`), capped by the
+    /// key's highest allowed class.
+    pub fn priority(&self, session: &ServerSession, key: Option<&KeyEntry>) -> Priority {
+        let asked = session
+            .get_header("x-sluice-priority")
+            .and_then(|v| v.to_str().ok())
+            .and_then(Priority::parse)
+            .unwrap_or_default();
+        key.map_or(asked, |k| asked.min(k.priority))
+    }
+
     /// Checks the model allow-list and admits the request against the key's
     /// and tenant's quotas, reserving `prompt_estimate + max_tokens` tokens.
     pub async fn admit(
@@ -365,11 +376,7 @@ impl Access {
         prompt_estimate: u64,
         max_tokens: Option<u64>,
     ) -> Result<Caller, GatewayError> {
-        let asked = session
-            .get_header("x-sluice-priority")
-            .and_then(|v| v.to_str().ok())
-            .and_then(Priority::parse)
-            .unwrap_or_default();
+        let asked = self.priority(session, None);
         let Some(key) = key else {
             return Ok(Caller {
                 key: None,

@@ -9,7 +9,8 @@
 
 use bytes::Bytes;
 use sluice_filters::{
-    AuthError, BudgetRejection, LimitKind, QuotaError, QuotaRejection, RateLimitStatus,
+    AuthError, BudgetRejection, EndCause, LimitKind, QueueError, QuotaError, QuotaRejection,
+    RateLimitStatus,
 };
 use sluice_providers::ProviderError;
 use std::time::Duration;
@@ -79,6 +80,25 @@ pub enum GatewayError {
         /// The shortest `retry-after` an upstream sent, if any.
         retry_after: Option<Duration>,
     },
+    /// No live stream with this id that the caller may see (another
+    /// tenant's stream reads exactly the same).
+    #[error("No stream with id '{id}'.")]
+    StreamNotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The node is at capacity: its queue is full, or the wait timed out.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The stream was cancelled, preempted or paused too long before its
+    /// answer started.
+    #[error("{}", ended_message(*cause, reason.as_deref()))]
+    Ended {
+        /// Who ended it.
+        cause: EndCause,
+        /// The reason given with a preemption.
+        reason: Option<String>,
+    },
     /// The upstream did not answer in time.
     #[error("upstream {upstream} timed out: {phase}")]
     UpstreamTimeout {
@@ -118,6 +138,13 @@ impl GatewayError {
             GatewayError::LedgerUnavailable => 503,
             GatewayError::AllAttemptsFailed { status, .. } => *status,
             GatewayError::UpstreamTimeout { .. } => 504,
+            GatewayError::StreamNotFound { .. } => 404,
+            GatewayError::Queue(_) => 429,
+            GatewayError::Ended {
+                cause: EndCause::Preempt,
+                ..
+            } => 503,
+            GatewayError::Ended { .. } => 409,
         }
     }
 
@@ -141,6 +168,13 @@ impl GatewayError {
             GatewayError::LedgerUnavailable => "ledger_unavailable",
             GatewayError::AllAttemptsFailed { .. } => "all_attempts_failed",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::StreamNotFound { .. } => "stream_not_found",
+            GatewayError::Queue(QueueError::Full) => "queue_full",
+            GatewayError::Queue(QueueError::TimedOut(_)) => "queue_timeout",
+            GatewayError::Ended { cause, .. } => match cause {
+                EndCause::Preempt => "stream_preempted",
+                _ => "stream_cancelled",
+            },
         }
     }
 
@@ -151,7 +185,9 @@ impl GatewayError {
                 LimitKind::Requests | LimitKind::Concurrency => "requests",
             },
             GatewayError::Budget(_) => "insufficient_quota",
-            GatewayError::AllAttemptsFailed { status: 429, .. } => "requests",
+            GatewayError::AllAttemptsFailed { status: 429, .. } | GatewayError::Queue(_) => {
+                "requests"
+            }
             _ if self.status() >= 500 => "server_error",
             _ => "invalid_request_error",
         }
@@ -178,6 +214,9 @@ impl GatewayError {
             GatewayError::LedgerUnavailable => Some("service_unavailable"),
             GatewayError::AllAttemptsFailed { code, .. } => Some(code),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            GatewayError::StreamNotFound { .. }
+            | GatewayError::Queue(_)
+            | GatewayError::Ended { .. } => Some(self.kind()),
         }
     }
 
@@ -204,6 +243,13 @@ impl GatewayError {
                 retry_after: Some(after),
                 ..
             } => vec![("retry-after", after.as_secs().max(1).to_string())],
+            GatewayError::Queue(_)
+            | GatewayError::Ended {
+                cause: EndCause::Preempt,
+                ..
+            } => vec![("retry-after", "1".to_string())],
+            // Cancelled on purpose: an SDK must not send it again.
+            GatewayError::Ended { .. } => vec![("x-should-retry", "false".to_string())],
             _ => Vec::new(),
         }
     }
@@ -230,6 +276,21 @@ impl GatewayError {
         event.extend_from_slice(&body);
         event.extend_from_slice(b"\n\ndata: [DONE]\n\n");
         Bytes::from(event)
+    }
+}
+
+fn ended_message(cause: EndCause, reason: Option<&str>) -> String {
+    let why = match cause {
+        EndCause::Preempt => "The request was preempted by higher-priority work",
+        EndCause::PauseTimeout => "The request stayed paused longer than allowed and was cancelled",
+        EndCause::Budget => "The request was stopped at its budget",
+        EndCause::Api | EndCause::Client => {
+            "The request was cancelled through the stream control API"
+        }
+    };
+    match reason {
+        Some(reason) => format!("{why}: {reason}"),
+        None => format!("{why}."),
     }
 }
 

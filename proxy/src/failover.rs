@@ -13,7 +13,6 @@ use crate::gateway::{Gateway, RequestCtx};
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::http::ServerSession;
 use pingora::ErrorType;
 use rand::Rng;
 use sluice_providers::openai::CLIENT_HEADERS_NOT_FORWARDED;
@@ -74,7 +73,7 @@ impl Gateway {
     /// sums up every attempt.
     pub(crate) async fn try_candidates<'r>(
         &self,
-        session: &ServerSession,
+        client: &RequestHeader,
         ctx: &RequestCtx,
         outbound: &Outbound<'_>,
         plan: &[Candidate<'r>],
@@ -129,7 +128,7 @@ impl Gateway {
             let provider = target.provider();
             let outgoing =
                 provider.build_request(endpoint, body, fields, candidate.upstream_model)?;
-            let request = upstream_request(session, target, ctx, &outgoing).map_err(|_| {
+            let request = upstream_request(client, target, ctx, &outgoing).map_err(|_| {
                 GatewayError::UpstreamUnavailable {
                     upstream: name.to_string(),
                     cause: "could not build the upstream request",
@@ -390,12 +389,11 @@ pub(crate) fn upstream_failure(
 /// client's headers minus hop-by-hop and credential headers; then the
 /// adapter's own (credentials, version, signature).
 fn upstream_request(
-    session: &ServerSession,
+    client: &RequestHeader,
     target: &UpstreamTarget,
     ctx: &RequestCtx,
     outgoing: &UpstreamRequest,
 ) -> pingora::Result<RequestHeader> {
-    let client = session.req_header();
     let mut request = RequestHeader::build(
         outgoing.method.clone(),
         outgoing.path_and_query.as_bytes(),

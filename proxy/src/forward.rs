@@ -9,12 +9,13 @@ use crate::accounting::Finished;
 use crate::error::GatewayError;
 use crate::failover::{upstream_failure, Outbound};
 use crate::gateway::{Gateway, RequestCtx};
+use crate::streams::{client_event, closing_events, interrupted, ClientEvent, Interrupted};
 use crate::upstream::POOL_IDLE_TIMEOUT;
 use bytes::{Bytes, BytesMut};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::ServerSession;
-use sluice_filters::BudgetHold;
+use sluice_filters::{BudgetHold, Control, EndCause, StreamHandle, StreamOwner, StreamRegistry};
 use sluice_ledger::EndState;
 use sluice_providers::{Endpoint, ResponseTranslator, RoutingFields, UpstreamTarget};
 use std::time::Instant;
@@ -24,12 +25,21 @@ use std::time::Instant;
 enum RelayOutcome {
     /// Every byte reached the client.
     Completed,
-    /// The client went away; the upstream call is dropped.
-    ClientGone,
     /// The upstream failed part-way.
     UpstreamBroke,
-    /// The stream crossed a hard budget and was cut.
-    BudgetCut,
+    /// Ended early: the client left, the control API cancelled or preempted
+    /// it, a pause ran out, or the budget did. The upstream call is dropped.
+    Ended(EndCause),
+}
+
+/// What woke the relay up.
+enum RelayEvent {
+    /// The upstream sent more (or ended, or failed).
+    Read(pingora::Result<Option<Bytes>>),
+    /// The stream's controls changed.
+    Control(Control),
+    /// The client left, or sent more bytes.
+    Client(ClientEvent),
 }
 
 /// How to tell that a running stream has crossed its hard budget.
@@ -62,6 +72,21 @@ impl Cutoff<'_> {
     }
 }
 
+/// Admission tries after preempting a stream for its slot, 10 ms apart.
+const PREEMPT_ADMIT_TRIES: usize = 20;
+
+/// One response body being relayed, and what governs it.
+struct Relay<'a, 'c> {
+    upstream: &'a mut HttpSession,
+    tracker: &'a mut ResponseTranslator,
+    target: &'a UpstreamTarget,
+    is_sse: bool,
+    cutoff: Option<Cutoff<'c>>,
+    stream: &'a mut StreamHandle,
+    /// Model named in closing chunks.
+    model: &'a str,
+}
+
 /// Response headers that describe one hop, not the message.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -82,6 +107,7 @@ impl Gateway {
         endpoint: Endpoint,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
+        ctx.stream_id = Some(StreamRegistry::mint_id());
         let key = self.access.identify(session).await?;
         let body = read_body(session, self.max_body_bytes).await?;
         let fields = RoutingFields::parse(&body)?;
@@ -89,16 +115,48 @@ impl Gateway {
         // A rough prompt-token estimate (4 bytes a token) for the reservation;
         // it is settled on the real usage.
         let prompt_estimate = body.len() as u64 / 4;
-        let mut caller = self
+        let admitted = self
             .access
             .admit(
                 session,
-                key,
+                key.clone(),
                 &fields.model,
                 prompt_estimate,
                 fields.max_tokens,
             )
-            .await?;
+            .await;
+        let mut caller = match (admitted, key.as_deref()) {
+            (Ok(caller), _) => caller,
+            // At a concurrency limit, a higher priority may take the place
+            // of the lowest-priority stream in the same scope.
+            (Err(refusal), Some(k))
+                if self
+                    .preempt_for(&refusal, k, self.access.priority(session, Some(k)))
+                    .await =>
+            {
+                // The preempted request lets go of its quota slot as it
+                // ends (through Redis, a moment later): try a few times.
+                let mut again = Err(refusal);
+                for _ in 0..PREEMPT_ADMIT_TRIES {
+                    again = self
+                        .access
+                        .admit(
+                            session,
+                            key.clone(),
+                            &fields.model,
+                            prompt_estimate,
+                            fields.max_tokens,
+                        )
+                        .await;
+                    if again.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                again?
+            }
+            (Err(refusal), _) => return Err(refusal),
+        };
         let tenant = caller.key.as_deref().map(|k| k.tenant.as_str());
         let max_tokens = fields
             .max_tokens
@@ -148,22 +206,64 @@ impl Gateway {
         span.record("priority", caller.priority.as_str());
         span.record("model", route.model_label);
 
-        let answer = self
-            .try_candidates(
-                session,
-                ctx,
-                &Outbound {
-                    endpoint,
-                    fields: &fields,
-                    body: &body,
-                    tenant,
-                },
-                &plan,
-            )
-            .await?;
+        let mut stream = self.streams.registry.register(
+            ctx.stream_id.clone().unwrap_or_default(),
+            StreamOwner {
+                tenant: tenant.map(str::to_string),
+                key_id: caller.key.as_ref().map(|k| k.key_id.clone()),
+                model: fields.model.clone(),
+                priority: caller.priority,
+            },
+            self.streams.queue.is_some(),
+        );
+        // Waiting for a node slot and for the upstream's answer, watch the
+        // client and the stream's controls: either may end the wait. The
+        // request header moves out of the session meanwhile, since watching
+        // the client needs the session itself.
+        let placeholder = RequestHeader::build(http::Method::GET, b"/", Some(0))
+            .map_err(|_| GatewayError::BodyRead)?;
+        let client_header = std::mem::replace(session.req_header_mut(), placeholder);
+        let waited = {
+            let outbound = Outbound {
+                endpoint,
+                fields: &fields,
+                body: &body,
+                tenant,
+            };
+            let work = async {
+                let slot = self.node_slot(tenant, caller.priority).await?;
+                stream.admitted();
+                let answer = self
+                    .try_candidates(&client_header, ctx, &outbound, &plan)
+                    .await?;
+                Ok::<_, GatewayError>((slot, answer))
+            };
+            tokio::select! {
+                done = work => Ok(done),
+                why = interrupted(session, &stream) => Err(why),
+            }
+        };
+        *session.req_header_mut() = client_header;
+        let (_slot, answer) = match waited {
+            Ok(done) => done?,
+            Err(Interrupted::ClientGone) => {
+                stream.end(EndCause::Client);
+                self.count_stream_end(EndCause::Client);
+                self.metrics.client_disconnects.inc();
+                // nginx's "client closed request", for logs and metrics only.
+                ctx.status = 499;
+                session.set_keepalive(None);
+                return Ok(());
+            }
+            Err(Interrupted::Ended(cause, reason)) => {
+                self.count_stream_end(cause);
+                return Err(GatewayError::Ended { cause, reason });
+            }
+        };
         let mut upstream = answer.upstream;
         let target = &self.router.targets()[answer.target];
         span.record("upstream", target.settings.name.as_str());
+        stream.set_target(&target.settings.name);
 
         let Some(upstream_header) = upstream.response_header() else {
             return Err(GatewayError::UpstreamUnavailable {
@@ -220,11 +320,15 @@ impl Gateway {
         });
         let relay = self.relay_body(
             session,
-            &mut upstream,
-            &mut translator,
-            target,
-            is_sse,
-            cutoff,
+            Relay {
+                upstream: &mut upstream,
+                tracker: &mut translator,
+                target,
+                is_sse,
+                cutoff,
+                stream: &mut stream,
+                model: answer.upstream_model,
+            },
         );
         let (outcome, first_byte_at) = match target.settings.total_timeout {
             None => relay.await,
@@ -288,7 +392,7 @@ impl Gateway {
             stream: fields.stream,
             end_state: match outcome {
                 RelayOutcome::Completed => EndState::Completed,
-                RelayOutcome::ClientGone | RelayOutcome::BudgetCut => EndState::Cancelled,
+                RelayOutcome::Ended(_) => EndState::Cancelled,
                 RelayOutcome::UpstreamBroke => EndState::Broken,
             },
         });
@@ -299,52 +403,58 @@ impl Gateway {
     }
 
     /// Relays the response body to the client piece by piece, through the
-    /// usage tracker. A broken upstream ends an SSE stream with an OpenAI
-    /// error event; a broken plain body closes the client connection.
+    /// usage tracker, obeying the stream's controls. A broken upstream ends
+    /// an SSE stream with an OpenAI error event; a broken plain body closes
+    /// the client connection.
     async fn relay_body(
         &self,
         session: &mut ServerSession,
-        upstream: &mut HttpSession,
-        tracker: &mut ResponseTranslator,
-        target: &UpstreamTarget,
-        is_sse: bool,
-        cutoff: Option<Cutoff<'_>>,
+        relay: Relay<'_, '_>,
     ) -> (RelayOutcome, Option<Instant>) {
+        let Relay {
+            upstream,
+            tracker,
+            target,
+            is_sse,
+            cutoff,
+            stream,
+            model,
+        } = relay;
         let mut first_byte_at = None;
         // Watch the client while waiting on the upstream: when it leaves, the
         // upstream call is dropped at once (the provider stops generating
         // and billing), not at the next write.
         let mut watch_client = true;
+        let mut paused_at: Option<Instant> = None;
+        let max_pause = self.streams.settings.max_pause;
         loop {
-            let read = if watch_client {
-                tokio::select! {
-                    read = upstream.read_response_body() => read,
-                    idle = session.read_body_or_idle(true) => {
-                        match idle {
-                            Err(_) => {
-                                self.metrics.client_disconnects.inc();
-                                return (RelayOutcome::ClientGone, first_byte_at);
-                            }
-                            // Bytes from a pipelining client: stop watching, carry on.
-                            Ok(_) => {
-                                watch_client = false;
-                                continue;
-                            }
-                        }
+            let event = match paused_at {
+                // Paused: read nothing (the upstream's socket fills and it
+                // waits), write nothing, keep everything; watch the client,
+                // the controls and the clock.
+                Some(since) => tokio::select! {
+                    control = stream.changed() => RelayEvent::Control(control),
+                    event = client_event(session), if watch_client => RelayEvent::Client(event),
+                    () = tokio::time::sleep_until((since + max_pause).into()) => {
+                        RelayEvent::Control(Control::End { cause: EndCause::PauseTimeout, reason: None })
                     }
-                }
-            } else {
-                upstream.read_response_body().await
+                },
+                None => tokio::select! {
+                    read = upstream.read_response_body() => RelayEvent::Read(read),
+                    control = stream.changed() => RelayEvent::Control(control),
+                    event = client_event(session), if watch_client => RelayEvent::Client(event),
+                },
             };
-            match read {
-                Ok(Some(chunk)) => {
+            match event {
+                RelayEvent::Read(Ok(Some(chunk))) => {
                     let out = tracker.relay(chunk);
                     if first_byte_at.is_none() && !out.is_empty() {
                         first_byte_at = Some(Instant::now());
                     }
                     if session.write_response_body(out, false).await.is_err() {
-                        return (RelayOutcome::ClientGone, first_byte_at);
+                        return self.ended_by_client(stream, first_byte_at);
                     }
+                    stream.set_tokens(tracker.delivered_text().len() as u64 / 4);
                     if let Some(cut) = &cutoff {
                         let running = (cut.running_cost)(tracker.delivered_text());
                         if cut.reservation.would_exceed(running) {
@@ -352,15 +462,17 @@ impl Gateway {
                                 .budget_events
                                 .with_label_values(&["stream_cut"])
                                 .inc();
+                            stream.end(EndCause::Budget);
+                            self.count_stream_end(EndCause::Budget);
                             let _ = session
                                 .write_response_body(cut.closing_events(running), true)
                                 .await;
-                            return (RelayOutcome::BudgetCut, first_byte_at);
+                            return (RelayOutcome::Ended(EndCause::Budget), first_byte_at);
                         }
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
+                RelayEvent::Read(Ok(None)) => break,
+                RelayEvent::Read(Err(e)) => {
                     let error = upstream_failure(target, &e, "reading the response body");
                     tracing::warn!(error = %e, "upstream broke off mid-response");
                     let rest = tracker.finish();
@@ -377,6 +489,30 @@ impl Gateway {
                     }
                     return (RelayOutcome::UpstreamBroke, first_byte_at);
                 }
+                RelayEvent::Client(ClientEvent::Gone) => {
+                    self.observe_pause(paused_at.take());
+                    return self.ended_by_client(stream, first_byte_at);
+                }
+                // Bytes from a pipelining client: stop watching, carry on.
+                RelayEvent::Client(ClientEvent::SentMore) => watch_client = false,
+                RelayEvent::Control(Control::Pause) => {
+                    paused_at = paused_at.or_else(|| Some(Instant::now()));
+                }
+                RelayEvent::Control(Control::Run) => self.observe_pause(paused_at.take()),
+                RelayEvent::Control(Control::End { cause, reason }) => {
+                    self.observe_pause(paused_at.take());
+                    stream.end(cause);
+                    self.count_stream_end(cause);
+                    tracing::info!(cause = cause.label(), "stream ended by its controls");
+                    if is_sse {
+                        let closing = closing_events(stream.id(), model, cause, reason.as_deref());
+                        let _ = session.write_response_body(closing, true).await;
+                    } else {
+                        session.set_keepalive(None);
+                        session.shutdown().await;
+                    }
+                    return (RelayOutcome::Ended(cause), first_byte_at);
+                }
             }
         }
         let rest = tracker.finish();
@@ -384,9 +520,28 @@ impl Gateway {
             first_byte_at = Some(Instant::now());
         }
         if session.write_response_body(rest, true).await.is_err() {
-            return (RelayOutcome::ClientGone, first_byte_at);
+            return self.ended_by_client(stream, first_byte_at);
         }
         (RelayOutcome::Completed, first_byte_at)
+    }
+
+    fn ended_by_client(
+        &self,
+        stream: &StreamHandle,
+        first_byte_at: Option<Instant>,
+    ) -> (RelayOutcome, Option<Instant>) {
+        stream.end(EndCause::Client);
+        self.count_stream_end(EndCause::Client);
+        self.metrics.client_disconnects.inc();
+        (RelayOutcome::Ended(EndCause::Client), first_byte_at)
+    }
+
+    fn observe_pause(&self, paused_at: Option<Instant>) {
+        if let Some(since) = paused_at {
+            self.metrics
+                .stream_pause
+                .observe(since.elapsed().as_secs_f64());
+        }
     }
 
     /// The client's response header: the upstream's status and headers, less

@@ -45,6 +45,8 @@ enum RouteKind {
     UsageReport,
     /// `/admin/keys...` and `/admin/tenants...`.
     AdminAccess,
+    /// `/v1/streams...`: the stream control API.
+    Streams,
     /// Anything else.
     Unknown,
 }
@@ -54,6 +56,9 @@ impl RouteKind {
         let path = path.split('?').next().unwrap_or(path);
         if path.starts_with("/admin/keys") || path.starts_with("/admin/tenants") {
             return RouteKind::AdminAccess;
+        }
+        if path == "/v1/streams" || path.starts_with("/v1/streams/") {
+            return RouteKind::Streams;
         }
         if method == http::Method::POST {
             return Endpoint::from_path(path).map_or(RouteKind::Unknown, RouteKind::Forward);
@@ -80,6 +85,7 @@ impl RouteKind {
             RouteKind::Metrics => "metrics",
             RouteKind::UsageReport => "usage_report",
             RouteKind::AdminAccess => "admin",
+            RouteKind::Streams => "streams",
             RouteKind::Unknown => "unknown",
         }
     }
@@ -97,6 +103,8 @@ pub struct RequestCtx {
     pub model_label: String,
     /// The status sent to the client.
     pub status: u16,
+    /// The stream id of a forwarded request, sent as `x-sluice-stream-id`.
+    pub stream_id: Option<String>,
 }
 
 /// The sluice HTTP application; one instance serves every connection.
@@ -115,6 +123,8 @@ pub struct Gateway {
     pub(crate) max_body_bytes: usize,
     /// Every metric.
     pub(crate) metrics: Arc<Metrics>,
+    /// Live streams, node slots, cross-node control.
+    pub(crate) streams: crate::streams::StreamControl,
     /// Set once the server is up; read by `/health/ready`.
     ready: Arc<AtomicBool>,
     /// `GET /v1/models`, rendered once from config.
@@ -148,6 +158,11 @@ impl Gateway {
                     }) as Arc<dyn sluice_filters::KeySource>
                 }),
             ),
+            streams: crate::streams::StreamControl::new(
+                &config.streams,
+                config.access.redis_url.as_ref().map(|u| u.expose()),
+                &accounting.handle(),
+            ),
             model_names,
             accounting,
             router,
@@ -166,6 +181,7 @@ impl Gateway {
             RouteKind::Models => self.models(session, ctx).await,
             RouteKind::UsageReport => self.usage_report(session, ctx).await,
             RouteKind::AdminAccess => self.admin_access(session, ctx).await,
+            RouteKind::Streams => self.stream_api(session, ctx).await,
             RouteKind::Live => {
                 self.respond(
                     session,
@@ -203,6 +219,7 @@ impl Gateway {
                         .with_label_values(&[target.settings.name.as_str()])
                         .set(target.health.breaker_state().as_gauge());
                 }
+                self.observe_streams();
                 if let Some(stats) = self.accounting.stats() {
                     self.metrics.observe_ledger(&stats);
                 }
@@ -334,6 +351,9 @@ impl Gateway {
     ) -> pingora::Result<ResponseHeader> {
         let mut header = ResponseHeader::build(status, Some(4))?;
         header.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(id) = &ctx.stream_id {
+            header.insert_header("x-sluice-stream-id", id.as_str())?;
+        }
         Ok(header)
     }
 
@@ -363,6 +383,13 @@ impl HttpServerApp for Gateway {
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }
+        // sluice watches the client's socket while it waits on the upstream
+        // (to cancel the moment the client leaves). A keep-alive client may
+        // send its next request as soon as it has read this answer, before
+        // the relay has noticed the answer is complete; with pipelining on,
+        // pingora keeps the byte that watch read for the next request
+        // instead of dropping it.
+        session.set_pipelining_enabled(true);
         let header = session.req_header();
         let route = RouteKind::classify(&header.method, header.uri.path());
         let mut ctx = RequestCtx {
@@ -373,6 +400,7 @@ impl HttpServerApp for Gateway {
             started_unix_us: sluice_ledger::unix_micros_now(),
             model_label: "-".to_string(),
             status: 0,
+            stream_id: None,
         };
         let span = tracing::info_span!(
             "request",
@@ -461,6 +489,14 @@ mod tests {
         assert_eq!(
             RouteKind::classify(&Method::GET, "/health/ready?x"),
             RouteKind::Ready
+        );
+        assert_eq!(
+            RouteKind::classify(&Method::POST, "/v1/streams/st_1/cancel"),
+            RouteKind::Streams
+        );
+        assert_eq!(
+            RouteKind::classify(&Method::GET, "/v1/streams"),
+            RouteKind::Streams
         );
         assert_eq!(
             RouteKind::classify(&Method::DELETE, "/health"),

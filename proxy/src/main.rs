@@ -20,6 +20,7 @@ mod logging;
 mod metrics;
 mod report;
 mod server;
+mod streams;
 mod upstream;
 
 use clap::Parser;

@@ -2,7 +2,7 @@
 //! kept low-cardinality (model names only from config, `*` for the wildcard).
 
 use prometheus::{
-    Counter, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -53,6 +53,20 @@ pub struct Metrics {
     pub quota_store_up: IntGauge,
     /// Calls to the shared quota store that failed.
     pub quota_store_errors: IntCounter,
+    /// Live streams by state: queued, running, paused (set at scrape).
+    pub streams_live: IntGaugeVec,
+    /// Streams ended early, by cause: client, api, preempt, budget, pause_timeout.
+    pub stream_cancellations: IntCounterVec,
+    /// How long streams stayed paused.
+    pub stream_pause: Histogram,
+    /// Time spent waiting for a node slot (zero when one was free).
+    pub queue_wait: Histogram,
+    /// Requests refused a node slot, by reason: full, timeout.
+    pub queue_rejections: IntCounterVec,
+    /// Requests waiting for a node slot (set at scrape).
+    pub queue_waiting: IntGauge,
+    /// Node slots in use (set at scrape).
+    pub node_slots_used: IntGauge,
 }
 
 impl Metrics {
@@ -204,7 +218,15 @@ impl Metrics {
         registry.register(Box::new(ledger_writes.clone()))?;
         registry.register(Box::new(ledger_events.clone()))?;
         registry.register(Box::new(quota_store_errors.clone()))?;
+        let streams = StreamMetrics::new(&registry)?;
         Ok(Metrics {
+            streams_live: streams.live,
+            stream_cancellations: streams.cancellations,
+            stream_pause: streams.pause,
+            queue_wait: streams.queue_wait,
+            queue_rejections: streams.queue_rejections,
+            queue_waiting: streams.queue_waiting,
+            node_slots_used: streams.slots_used,
             registry,
             requests,
             request_duration,
@@ -266,5 +288,65 @@ impl Metrics {
         let mut out = Vec::with_capacity(8 * 1024);
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(out)
+    }
+}
+
+/// The stream-control series, registered together.
+struct StreamMetrics {
+    live: IntGaugeVec,
+    cancellations: IntCounterVec,
+    pause: Histogram,
+    queue_wait: Histogram,
+    queue_rejections: IntCounterVec,
+    queue_waiting: IntGauge,
+    slots_used: IntGauge,
+}
+
+impl StreamMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = StreamMetrics {
+            live: IntGaugeVec::new(
+                Opts::new("sluice_streams_live", "Live streams by state: queued, running, paused."),
+                &["state"],
+            )?,
+            cancellations: IntCounterVec::new(
+                Opts::new(
+                    "sluice_stream_cancellations_total",
+                    "Streams ended before their upstream finished, by cause: client, api, preempt, budget, pause_timeout.",
+                ),
+                &["cause"],
+            )?,
+            pause: Histogram::with_opts(
+                HistogramOpts::new("sluice_stream_pause_seconds", "How long streams stayed paused.")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            queue_wait: Histogram::with_opts(
+                HistogramOpts::new(
+                    "sluice_queue_wait_seconds",
+                    "Time spent waiting for a node slot (streams.max_concurrent).",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )?,
+            queue_rejections: IntCounterVec::new(
+                Opts::new(
+                    "sluice_queue_rejections_total",
+                    "Requests refused a node slot, by reason: full, timeout.",
+                ),
+                &["reason"],
+            )?,
+            queue_waiting: IntGauge::new(
+                "sluice_queue_waiting",
+                "Requests waiting for a node slot.",
+            )?,
+            slots_used: IntGauge::new("sluice_node_slots_used", "Node slots in use.")?,
+        };
+        registry.register(Box::new(m.live.clone()))?;
+        registry.register(Box::new(m.cancellations.clone()))?;
+        registry.register(Box::new(m.pause.clone()))?;
+        registry.register(Box::new(m.queue_wait.clone()))?;
+        registry.register(Box::new(m.queue_rejections.clone()))?;
+        registry.register(Box::new(m.queue_waiting.clone()))?;
+        registry.register(Box::new(m.slots_used.clone()))?;
+        Ok(m)
     }
 }

@@ -447,3 +447,48 @@ async fn a_client_leaving_mid_stream_closes_the_upstream_at_once() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_pipelining_client_gets_both_answers_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let sluice = Sluice::start(&config_for(&mock.base_url(), "")).await;
+    let addr = sluice.url("").trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = chat_body("fast", false).to_string();
+    let request = |id: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-request-id: {id}\r\nx-mock-delay-ms: 50\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Both requests at once: the second arrives while sluice watches the
+    // client during the first one's upstream wait.
+    let both = format!("{}{}", request("first-one"), request("second-one"));
+    socket.write_all(both.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while String::from_utf8_lossy(&received).matches("tok4").count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&received)
+        );
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&received);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    let first = text.find("x-request-id: first-one").unwrap();
+    let second = text.find("x-request-id: second-one").unwrap();
+    assert!(first < second, "{text}");
+}

@@ -7,6 +7,7 @@ as the same OpenAI objects. Exits non-zero with a message on any mismatch.
 
 import json
 import sys
+import urllib.request
 
 import openai
 from openai import OpenAI
@@ -86,5 +87,31 @@ try:
     check(False, "unknown model raised nothing")
 except openai.NotFoundError as e:
     check(e.code == "model_not_found", f"unknown model code {e.code}")
+
+# A stream cancelled through sluice's control API ends as a normal stream
+# for the SDK: no exception, a finish_reason, and the notice chunk's extra
+# `sluice` object readable through pydantic's extras.
+
+stream = client.chat.completions.create(
+    model=models[0], messages=messages, stream=True,
+    extra_headers={"x-mock-chunks": "200", "x-mock-chunk-delay-ms": "20"})
+stream_id = stream.response.headers["x-sluice-stream-id"]
+text, finish, notice, cancelled = "", None, None, False
+for chunk in stream:
+    for choice in chunk.choices:
+        text += choice.delta.content or ""
+        finish = choice.finish_reason or finish
+    extra = (chunk.model_extra or {}).get("sluice")
+    notice = extra or notice
+    if not cancelled and "tok1" in text:
+        call = urllib.request.Request(f"{base_url}/streams/{stream_id}/cancel", method="POST",
+                                      headers={"Authorization": "Bearer sk-unused"})
+        with urllib.request.urlopen(call) as reply:
+            check(reply.status == 200, f"cancel answered {reply.status}")
+        cancelled = True
+check(cancelled and "tok199" not in text, f"cancel did not stop the stream: {text[-40:]!r}")
+check(finish == "stop", f"cancelled stream finish {finish}")
+check(notice and notice["cause"] == "api" and notice["stream_id"] == stream_id,
+      f"cancel notice {notice}")
 
 print(f"ok: {len(models)} providers")
