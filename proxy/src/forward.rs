@@ -115,17 +115,16 @@ impl Gateway {
         // A rough prompt-token estimate (4 bytes a token) for the reservation;
         // it is settled on the real usage.
         let prompt_estimate = body.len() as u64 / 4;
-        let admitted = self
-            .access
-            .admit(
+        let admit = || {
+            self.access.admit(
                 session,
                 key.clone(),
                 &fields.model,
                 prompt_estimate,
                 fields.max_tokens,
             )
-            .await;
-        let mut caller = match (admitted, key.as_deref()) {
+        };
+        let mut caller = match (admit().await, key.as_deref()) {
             (Ok(caller), _) => caller,
             // At a concurrency limit, a higher priority may take the place
             // of the lowest-priority stream in the same scope.
@@ -138,16 +137,7 @@ impl Gateway {
                 // ends (through Redis, a moment later): try a few times.
                 let mut again = Err(refusal);
                 for _ in 0..PREEMPT_ADMIT_TRIES {
-                    again = self
-                        .access
-                        .admit(
-                            session,
-                            key.clone(),
-                            &fields.model,
-                            prompt_estimate,
-                            fields.max_tokens,
-                        )
-                        .await;
+                    again = admit().await;
                     if again.is_ok() {
                         break;
                     }
