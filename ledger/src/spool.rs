@@ -45,7 +45,10 @@ pub(crate) struct PendingRecord {
 impl PendingRecord {
     pub(crate) fn new(record: UsageRecord) -> PendingRecord {
         PendingRecord {
-            record_id: uuid::Uuid::new_v4().to_string(),
+            // Time-ordered (v7), so the unique index on it grows at its end
+            // instead of dirtying a random page per record: half the pages
+            // each batch writes to SQLite's WAL.
+            record_id: uuid::Uuid::now_v7().to_string(),
             record,
         }
     }
