@@ -128,11 +128,10 @@ impl Gateway {
             let provider = target.provider();
             let outgoing =
                 provider.build_request(endpoint, body, fields, candidate.upstream_model)?;
-            let request = upstream_request(client, target, ctx, &outgoing).map_err(|_| {
-                GatewayError::UpstreamUnavailable {
-                    upstream: name.to_string(),
-                    cause: "could not build the upstream request",
-                }
+            let build_request = || upstream_request(client, target, ctx, &outgoing);
+            let request = build_request().map_err(|_| GatewayError::UpstreamUnavailable {
+                upstream: name.to_string(),
+                cause: "could not build the upstream request",
             })?;
             let upstream_body = &outgoing.body;
             let peer = match self.upstreams.peer(candidate.target).await {
@@ -151,7 +150,14 @@ impl Gateway {
             let sent = Instant::now();
             let remaining = deadline.saturating_duration_since(sent);
             match self
-                .exchange(peer, target, &request, upstream_body, remaining)
+                .exchange(
+                    peer,
+                    target,
+                    request,
+                    &build_request,
+                    upstream_body,
+                    remaining,
+                )
                 .await
             {
                 Ok(mut upstream) => {
@@ -236,20 +242,31 @@ impl Gateway {
 
     /// Sends the request and reads the response header within `budget`. A
     /// pooled connection the upstream has quietly closed is retried once on a
-    /// fresh one; any other failure is returned.
+    /// fresh one, with the request built anew by `rebuild` (pingora keeps the
+    /// header it sent, so building again beats copying every time); any
+    /// other failure is returned.
     async fn exchange(
         &self,
         peer: &pingora::upstreams::peer::HttpPeer,
         target: &UpstreamTarget,
-        request: &RequestHeader,
+        request: RequestHeader,
+        rebuild: &(dyn Fn() -> pingora::Result<RequestHeader> + Sync),
         body: &Bytes,
         budget: Duration,
     ) -> Result<HttpSession, GatewayError> {
         let connector = &self.upstreams.connector;
         let first_byte = target.settings.first_byte_timeout.min(budget);
         let mut attempt = 0;
+        let mut request = Some(request);
         loop {
             attempt += 1;
+            let header = match request.take() {
+                Some(header) => header,
+                None => rebuild().map_err(|_| GatewayError::UpstreamUnavailable {
+                    upstream: target.settings.name.clone(),
+                    cause: "could not build the upstream request",
+                })?,
+            };
             let (mut upstream, reused) = connector
                 .get_http_session(peer)
                 .await
@@ -257,9 +274,7 @@ impl Gateway {
             upstream.set_read_timeout(Some(first_byte));
             upstream.set_write_timeout(Some(first_byte));
             let sent = async {
-                upstream
-                    .write_request_header(Box::new(request.clone()))
-                    .await?;
+                upstream.write_request_header(Box::new(header)).await?;
                 upstream.write_request_body(body.clone(), true).await?;
                 upstream.finish_request_body().await?;
                 upstream.read_response_header().await

@@ -161,3 +161,78 @@ async fn the_breaker_opens_after_failures_and_closes_after_a_good_probe() {
         "first"
     );
 }
+
+/// An upstream that answers each connection's first request, keeps the
+/// connection looking alive (no `connection: close`), and drops it the
+/// moment a second request arrives: a keep-alive timeout firing just as a
+/// pooled connection is reused.
+async fn one_answer_per_connection() -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Headers, then the body by its content-length.
+                loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        if seen.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let body = json!({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+                .to_string();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(reply.as_bytes()).await.unwrap();
+                // The next request is met by a closed connection.
+                let _ = socket.read(&mut buf).await;
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_dropped_is_retried_on_a_fresh_one() {
+    let (url, accepted) = one_answer_per_connection().await;
+    let config = format!(
+        "upstreams:\n  up: {{base_url: \"{url}\"}}\nmodels:\n  - {{name: m, upstream: up}}\n"
+    );
+    let sluice = Sluice::start(&config).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let response = client
+            .post(sluice.url("/v1/chat/completions"))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-sluice-attempts"], "1");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "hi");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
