@@ -254,7 +254,6 @@ impl Gateway {
         body: &Bytes,
         budget: Duration,
     ) -> Result<HttpSession, GatewayError> {
-        let connector = &self.upstreams.connector;
         let first_byte = target.settings.first_byte_timeout.min(budget);
         let mut attempt = 0;
         let mut request = Some(request);
@@ -267,8 +266,9 @@ impl Gateway {
                     cause: "could not build the upstream request",
                 })?,
             };
-            let (mut upstream, reused) = connector
-                .get_http_session(peer)
+            let (mut upstream, reused) = self
+                .upstreams
+                .session(peer)
                 .await
                 .map_err(|e| upstream_failure(target, &e, "connecting"))?;
             upstream.set_read_timeout(Some(first_byte));

@@ -10,7 +10,6 @@ use crate::error::GatewayError;
 use crate::failover::{upstream_failure, Outbound};
 use crate::gateway::{Gateway, RequestCtx};
 use crate::streams::{client_event, closing_events, interrupted, ClientEvent, Interrupted};
-use crate::upstream::POOL_IDLE_TIMEOUT;
 use bytes::{Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
@@ -352,10 +351,7 @@ impl Gateway {
         }
         if outcome == RelayOutcome::Completed && upstream.response_done() {
             if let Ok(peer) = self.upstreams.peer(answer.target).await {
-                self.upstreams
-                    .connector
-                    .release_http_session(upstream, peer, Some(POOL_IDLE_TIMEOUT))
-                    .await;
+                self.upstreams.release(upstream, peer).await;
             }
         } else {
             upstream.shutdown().await;

@@ -179,9 +179,11 @@ impl Gateway {
         let result = match route {
             RouteKind::Forward(endpoint) => self.forward(session, endpoint, ctx).await,
             RouteKind::Models => self.models(session, ctx).await,
-            RouteKind::UsageReport => self.usage_report(session, ctx).await,
-            RouteKind::AdminAccess => self.admin_access(session, ctx).await,
-            RouteKind::Streams => self.stream_api(session, ctx).await,
+            // Cold paths, boxed so that their (database) futures do not
+            // swell the state every forwarded request carries.
+            RouteKind::UsageReport => Box::pin(self.usage_report(session, ctx)).await,
+            RouteKind::AdminAccess => Box::pin(self.admin_access(session, ctx)).await,
+            RouteKind::Streams => Box::pin(self.stream_api(session, ctx)).await,
             RouteKind::Live => {
                 self.respond(
                     session,

@@ -2,8 +2,9 @@
 //! on first use, and one shared keep-alive pool.
 
 use crate::error::GatewayError;
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::{v1, Connector};
 use pingora::connectors::ConnectorOptions;
+use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 use sluice_providers::UpstreamTarget;
 use std::time::Duration;
@@ -27,8 +28,9 @@ struct LazyPeer {
 
 /// Peers and the shared connection pool.
 pub struct UpstreamPool {
-    /// pingora's HTTP connector; its pool reuses connections per peer.
-    pub connector: Connector,
+    /// pingora's HTTP/1.1 connector (upstreams speak HTTP/1.1); its pool
+    /// reuses connections per peer.
+    connector: v1::Connector,
     /// A second connector for side calls (alert webhooks) that must not
     /// share the upstream pool's lifetime.
     side: std::sync::Arc<Connector>,
@@ -50,7 +52,7 @@ impl UpstreamPool {
             })
             .collect();
         UpstreamPool {
-            connector: Connector::new(Some(ConnectorOptions::new(KEEPALIVE_POOL_SIZE))),
+            connector: v1::Connector::new(Some(ConnectorOptions::new(KEEPALIVE_POOL_SIZE))),
             side: std::sync::Arc::new(Connector::new(Some(ConnectorOptions::new(8)))),
             peers,
         }
@@ -59,6 +61,33 @@ impl UpstreamPool {
     /// The connector for side calls, shareable with spawned tasks.
     pub fn connector_handle(&self) -> std::sync::Arc<Connector> {
         self.side.clone()
+    }
+
+    /// A connection to `peer`: a pooled one when there is one, else a new
+    /// one; the flag says whether it was pooled.
+    ///
+    /// Connecting is a future of about 9 KB, and every enclosing future holds
+    /// its callee twice over (rust-lang/rust#62958), so the request's whole
+    /// state grew to ~80 KB, copied and allocated per request. Taking the
+    /// pool first and boxing only the rare connect keeps it small.
+    pub async fn session(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, bool)> {
+        if let Some(pooled) = self.connector.reused_http_session(peer).await {
+            return Ok((HttpSession::H1(pooled), true));
+        }
+        let (fresh, reused) = Box::pin(self.connector.get_http_session(peer)).await?;
+        Ok((HttpSession::H1(fresh), reused))
+    }
+
+    /// Returns a finished exchange's connection to the pool.
+    pub async fn release(&self, session: HttpSession, peer: &HttpPeer) {
+        match session {
+            HttpSession::H1(h1) => {
+                self.connector
+                    .release_http_session(h1, peer, Some(POOL_IDLE_TIMEOUT))
+                    .await
+            }
+            mut other => other.shutdown().await,
+        }
     }
 
     /// The peer for target `index`, resolving its address on first use.
