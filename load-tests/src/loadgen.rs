@@ -646,13 +646,14 @@ pub struct HoldReport {
 
 /// Opens `streams` streaming requests (each as `spec` describes, over h2c
 /// with at most `per_connection` streams per connection, or one HTTP/1.1
-/// connection each), waits until each has delivered its first content
+/// connection each) at `open_rate_per_s`, waits until each has delivered its first content
 /// event, calls `during` once all are open (or after `open_timeout`), keeps
 /// them open and reading until `during` returns, then drops them all.
 pub async fn hold_streams<F, Fut>(
     spec: &LoadSpec,
     streams: usize,
     per_connection: usize,
+    open_rate_per_s: f64,
     open_timeout: Duration,
     during: F,
 ) -> std::io::Result<HoldReport>
@@ -668,6 +669,10 @@ where
     let mut senders = Vec::new();
     let mut tasks = Vec::with_capacity(streams);
     for i in 0..streams {
+        // Paced, so a burst of thousands of connects does not overflow the
+        // listen backlogs of the target and of the upstream behind it.
+        let due = start + Duration::from_secs_f64(i as f64 / open_rate_per_s.max(1.0));
+        tokio::time::sleep_until(due.into()).await;
         let sender = match spec.protocol {
             Protocol::H2c => {
                 if i % per_connection.max(1) == 0 {
@@ -855,9 +860,16 @@ mod tests {
             ("x-mock-chunk-delay-ms".into(), "100".into()),
             ("x-mock-chunks".into(), "1000".into()),
         ];
-        let report = hold_streams(&spec, 50, 20, Duration::from_secs(10), |open| async move {
-            assert_eq!(open, 50);
-        })
+        let report = hold_streams(
+            &spec,
+            50,
+            20,
+            1000.0,
+            Duration::from_secs(10),
+            |open| async move {
+                assert_eq!(open, 50);
+            },
+        )
         .await
         .unwrap();
         assert_eq!(report.open, 50);

@@ -74,7 +74,7 @@ struct Args {
     /// A label for this run in the JSON lines.
     #[arg(long, default_value = "")]
     scenario: String,
-    /// Before each target, wait (up to 20 s) until every `--cpu-pid` process
+    /// Before each target, wait (up to 10 s) until every `--cpu-pid` process
     /// is idle, so one target's leftover work (a ledger writer draining)
     /// does not run during the next one's measurement.
     #[arg(long)]
@@ -92,6 +92,9 @@ struct Args {
     /// With `--h2`, streams per connection while holding.
     #[arg(long, default_value_t = 100)]
     streams_per_connection: usize,
+    /// Streams opened per second while building up to `--hold-streams`.
+    #[arg(long, default_value_t = 2000.0)]
+    hold_open_rate: f64,
     /// Process whose RSS to read before, during and after holding.
     #[arg(long)]
     rss_pid: Option<u32>,
@@ -372,14 +375,14 @@ fn main() -> std::io::Result<()> {
 }
 
 /// Waits until the processes named in `name=PID` pairs use under 5% of a
-/// core over 300 ms, for at most 20 s.
+/// core over 300 ms, for at most 10 s.
 fn settle(pids: &[String]) {
     let pids: Vec<u32> = pids
         .iter()
         .filter_map(|p| p.split_once('=')?.1.parse().ok())
         .collect();
     let total = || -> Duration { pids.iter().filter_map(|p| process_cpu_time(*p).ok()).sum() };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let before = total();
         std::thread::sleep(Duration::from_millis(300));
@@ -419,6 +422,7 @@ fn hold(
         &spec,
         args.hold_streams,
         args.streams_per_connection,
+        args.hold_open_rate,
         Duration::from_secs(120),
         |open| async move {
             let _ = writeln!(
