@@ -31,7 +31,7 @@ mode=${1:-full}
 if [[ $mode == quick ]]; then
   warmup=0.5 dur=1.5 hold_s=2
 else
-  warmup=1 dur=5 hold_s=5
+  warmup=1 dur=4 hold_s=5
 fi
 sluice_threads=${SLUICE_THREADS:-1}
 mock_threads=${MOCK_THREADS:-1}
@@ -45,7 +45,16 @@ bin="$root/target/release"
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # SIGINT: the fast shutdown (SIGTERM would wait out graceful periods);
+  # whatever still runs 5 s later is killed.
+  for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [[ $alive == 0 ]] && break
+    sleep 0.1
+  done
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [[ -n ${KEEP_WORK:-} ]] || rm -rf "$work"
 }
@@ -67,34 +76,7 @@ mock_port=$(free_port); bare_port=$(free_port); off_port=$(free_port)
 full_port=$(free_port); redis_sluice_port=$(free_port); redis_port=$(free_port)
 
 # --- configurations -------------------------------------------------------
-# Four tenants with two keys each; limits and budgets far above what the run
-# can reach, so every filter runs its full path and none refuses.
-tenants() {
-  echo "tenants:"
-  for t in 0 1 2 3; do
-    cat <<YAML
-  t$t:
-    limits: {requests_per_minute: 1000000000, tokens_per_minute: 100000000000, concurrent_requests: 100000}
-    budget: {limit_usd: 1000000000, period: monthly}
-    keys:
-YAML
-    for k in 0 1; do
-      echo "      - {id: t$t-k$k, key: sk-load-t$t-k$k, limits: {requests_per_minute: 1000000000, tokens_per_minute: 100000000000, concurrent_requests: 100000}, budget: {limit_usd: 1000000000}}"
-    done
-  done
-}
-common() {
-  cat <<YAML
-server:
-  threads: $sluice_threads
-upstreams:
-  mock: {base_url: "http://127.0.0.1:$mock_port/v1", api_key: sk-load}
-models:
-  - {name: gpt-4o-mini, upstream: mock}
-  - {name: fast, upstream: mock, upstream_model: gpt-4o-mini}
-  - {name: "*", upstream: mock}
-YAML
-}
+source load-tests/configs.sh
 { common; echo "ledger: {enabled: false}"; } >"$work/off.yaml"
 { common; echo "ledger: {enabled: true}"; tenants; } >"$work/full.yaml"
 { common; echo "ledger: {enabled: true}"; tenants
@@ -194,14 +176,19 @@ run mixed "Mixed multi-tenant workload, closed loop, 64 connections" \
   --connections 64 --mix "$mix" "${all[@]}"
 
 # Held streams: h2c downstream (the file limit, $(ulimit -Hn) here, does not
-# allow 10,000 HTTP/1.1 connections on both sides of sluice), one upstream
-# HTTP/1.1 connection per stream; a chunk every 2 s.
-echo ">>> $hold_streams held streams through sluice-full" >&2
-{ echo; echo "### $hold_streams streams held open through sluice-full (h2c, 100 per connection; a chunk every 2 s)"; echo; } >>"$report"
-"$bin/loadgen" --hold-streams "$hold_streams" --hold-s "$hold_s" --h2 --rss-pid "$full_pid" \
-  --json "$results" --scenario hold-streams --body "$(body true 32)" "${auth[@]}" \
-  --header "x-mock-chunks: 1000" --header "x-mock-chunk-delay-ms: 2000" \
-  --target "$full" | tee -a "$report"
+# allow 10,000 HTTP/1.1 connections on both sides of a proxy), one upstream
+# HTTP/1.1 connection per stream, a chunk every 2 s; opened at 2,000 a
+# second. Through bare pingora first: the framework's own cost per stream.
+hold() { # name target pid
+  echo ">>> $hold_streams held streams through $1" >&2
+  { echo; echo "### $hold_streams streams held open through $1 (h2c, 100 per connection; a chunk every 2 s)"; echo; } >>"$report"
+  "$bin/loadgen" --hold-streams "$hold_streams" --hold-s "$hold_s" --h2 --rss-pid "$3" \
+    --json "$results" --scenario hold-streams --body "$(body true 32)" "${auth[@]}" \
+    --header "x-mock-chunks: 1000" --header "x-mock-chunk-delay-ms: 2000" \
+    --target "$2" | tee -a "$report"
+}
+hold bare "$bare" "$bare_pid"
+hold sluice-full "$full" "$full_pid"
 
 # --- summary --------------------------------------------------------------
 summary=$(jq -rs '
@@ -213,7 +200,7 @@ summary=$(jq -rs '
     "- throughput (3)/(2), (4)/(2), (5)/(2), non-stream c256: \(f(r("nonstream-c256";"sluice-off").rps / r("nonstream-c256";"bare").rps)), \(f(r("nonstream-c256";"sluice-full").rps / r("nonstream-c256";"bare").rps)), \(f(r("nonstream-c256";"sluice-redis").rps / r("nonstream-c256";"bare").rps))",
     "- open loop at 50%: sluice-full added p50 \(ms(r("open-50";"sluice-full").latency_ms.p50 - r("open-50";"direct").latency_ms.p50)) ms, p99 \(ms(r("open-50";"sluice-full").latency_ms.p99 - r("open-50";"direct").latency_ms.p99)) ms over direct (target p99 <= 0.2 ms); bare added p99 \(ms(r("open-50";"bare").latency_ms.p99 - r("open-50";"direct").latency_ms.p99)) ms",
     "- stream added TTFT p50 / p99 over direct, sluice-full: 10 chunks \(ms(r("stream-10";"sluice-full").ttft_ms.p50 - r("stream-10";"direct").ttft_ms.p50)) / \(ms(r("stream-10";"sluice-full").ttft_ms.p99 - r("stream-10";"direct").ttft_ms.p99)) ms, 100 chunks \(ms(r("stream-100";"sluice-full").ttft_ms.p50 - r("stream-100";"direct").ttft_ms.p50)) / \(ms(r("stream-100";"sluice-full").ttft_ms.p99 - r("stream-100";"direct").ttft_ms.p99)) ms (target <= 0.2 ms)",
-    "- held streams: \(r("hold-streams";"sluice-full").open) of \(r("hold-streams";"sluice-full").requested) open; sluice-full RSS \((r("hold-streams";"sluice-full").rss_before_kib / 1024 | round)) MiB before, \((r("hold-streams";"sluice-full").rss_during_kib / 1024 | round)) MiB during: \(r("hold-streams";"sluice-full").kib_per_stream | round) KiB per stream (target <= 16 KB)"
+    "- held streams: \(r("hold-streams";"sluice-full").open) of \(r("hold-streams";"sluice-full").requested) open; sluice-full RSS \((r("hold-streams";"sluice-full").rss_before_kib / 1024 | round)) MiB before, \((r("hold-streams";"sluice-full").rss_during_kib / 1024 | round)) MiB during: \(r("hold-streams";"sluice-full").kib_per_stream | round) KiB per stream (target <= 16 KB); bare pingora \(r("hold-streams";"bare").kib_per_stream | round) KiB per stream (\(r("hold-streams";"bare").open) open)"
   ] | .[]' "$results")
 
 machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
