@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Same request, same load generator, same run: straight to the mock upstream,
+# The short comparison; `suite.sh` is the full one (five configurations, open
+# loop, streams, held streams, plots). Same request, same load generator, same run: straight to the mock upstream,
 # then through sluice in front of it (ledger off), then through a second
 # sluice with the default SQLite ledger on. Prints a markdown table with req/s,
 # latency percentiles, each target's throughput ratio to the direct call, and
