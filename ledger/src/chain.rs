@@ -224,12 +224,7 @@ impl Encoder {
 
 /// Lower-case hex, as hashes are stored.
 pub fn hash_to_hex(hash: &Hash) -> String {
-    use std::fmt::Write;
-    hash.iter()
-        .fold(String::with_capacity(64), |mut out, byte| {
-            let _ = write!(out, "{byte:02x}");
-            out
-        })
+    hex::encode(hash)
 }
 
 /// Parses 64 hex characters; `None` for anything else.

@@ -23,6 +23,12 @@ mod server;
 mod streams;
 mod upstream;
 
+/// mimalloc instead of glibc malloc: the request path allocates and frees
+/// many small objects across threads, where glibc's arenas spent 13% of the
+/// gateway's CPU (load-tests/PROFILE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use cli::{Cli, Command, KeysCommand, LedgerCommand, LogFormatArg, ServeArgs, UsageCommand};
 use sluice_config::{Config, ConfigError, LogFormat};
