@@ -23,15 +23,19 @@
 //! the same process and run, h2c, and time to first token, which wrk lacks.
 
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod hold;
+mod report;
+
+pub use hold::{hold_streams, HoldReport};
+pub use report::{process_cpu_time, process_rss_kib, LoadReport, Percentiles, Progress};
 
 /// How requests are paced.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -112,156 +116,6 @@ impl LoadSpec {
             timeout: Duration::from_secs(30),
         }
     }
-}
-
-/// Live counters of a run, for a progress display.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Successful requests so far (warm-up included).
-    pub ok: AtomicU64,
-    /// Failed requests so far (warm-up included).
-    pub errors: AtomicU64,
-}
-
-/// The outcome of one run.
-#[derive(Debug)]
-pub struct LoadReport {
-    /// Completed requests with a 2xx status in the measured window.
-    pub ok: u64,
-    /// Failed requests (transport errors, timeouts or non-2xx) in the measured window.
-    pub errors: u64,
-    /// Errors in the measured window by kind (`status_429`, `transport`, ...).
-    pub error_kinds: BTreeMap<String, u64>,
-    /// Successful requests over the whole run, warm-up included: the
-    /// denominator for CPU time sampled around the whole run.
-    pub all_ok: u64,
-    /// Length of the measured window.
-    pub elapsed: Duration,
-    /// Full request latency, microseconds (from when due, in an open loop).
-    pub latency_us: Histogram<u64>,
-    /// Time to the first body byte, microseconds.
-    pub first_byte_us: Histogram<u64>,
-    /// Time to the first token: first SSE event with content, else first byte.
-    pub ttft_us: Histogram<u64>,
-}
-
-impl LoadReport {
-    /// Successful requests per second.
-    pub fn requests_per_s(&self) -> f64 {
-        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    /// Latency at quantile `q` (0..=1), in milliseconds.
-    pub fn latency_ms(&self, q: f64) -> f64 {
-        self.latency_us.value_at_quantile(q) as f64 / 1000.0
-    }
-
-    /// Time to first byte at quantile `q`, in milliseconds.
-    pub fn first_byte_ms(&self, q: f64) -> f64 {
-        self.first_byte_us.value_at_quantile(q) as f64 / 1000.0
-    }
-
-    /// Time to first token at quantile `q`, in milliseconds.
-    pub fn ttft_ms(&self, q: f64) -> f64 {
-        self.ttft_us.value_at_quantile(q) as f64 / 1000.0
-    }
-
-    fn empty(elapsed: Duration) -> std::io::Result<LoadReport> {
-        Ok(LoadReport {
-            ok: 0,
-            errors: 0,
-            error_kinds: BTreeMap::new(),
-            all_ok: 0,
-            elapsed,
-            latency_us: histogram()?,
-            first_byte_us: histogram()?,
-            ttft_us: histogram()?,
-        })
-    }
-
-    fn merge(&mut self, part: LoadReport) -> std::io::Result<()> {
-        self.ok += part.ok;
-        self.errors += part.errors;
-        self.all_ok += part.all_ok;
-        for (kind, n) in part.error_kinds {
-            *self.error_kinds.entry(kind).or_default() += n;
-        }
-        for (mine, theirs) in [
-            (&mut self.latency_us, &part.latency_us),
-            (&mut self.first_byte_us, &part.first_byte_us),
-            (&mut self.ttft_us, &part.ttft_us),
-        ] {
-            mine.add(theirs).map_err(std::io::Error::other)?;
-        }
-        Ok(())
-    }
-}
-
-/// Percentiles of one histogram in milliseconds, for JSON output.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Percentiles {
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-    /// Largest value seen.
-    pub max: f64,
-    /// Arithmetic mean.
-    pub mean: f64,
-}
-
-impl Percentiles {
-    /// Reads `h` (microseconds) as milliseconds.
-    pub fn of(h: &Histogram<u64>) -> Percentiles {
-        let ms = |us: u64| us as f64 / 1000.0;
-        Percentiles {
-            p50: ms(h.value_at_quantile(0.5)),
-            p90: ms(h.value_at_quantile(0.9)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-            mean: h.mean() / 1000.0,
-        }
-    }
-}
-
-/// 1 µs .. 60 s at 3 significant digits.
-fn histogram() -> std::io::Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).map_err(std::io::Error::other)
-}
-
-/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`.
-pub fn process_cpu_time(pid: u32) -> std::io::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields overall, in clock ticks (100 per second on Linux).
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| -> std::io::Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))
-    };
-    let total = ticks(11)? + ticks(12)?;
-    Ok(Duration::from_millis(total * 10))
-}
-
-/// Resident set size of a process in KiB (`VmRSS` in `/proc/PID/status`).
-pub fn process_rss_kib(pid: u32) -> std::io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| std::io::Error::other("no VmRSS in /proc status"))
 }
 
 /// A request sender on one connection, either protocol.
@@ -628,119 +482,6 @@ async fn exchange(
         first_byte,
         first_token: first_token.unwrap_or(first_byte),
     })
-}
-
-/// What [`hold_streams`] saw.
-#[derive(Debug, Clone, Serialize)]
-pub struct HoldReport {
-    /// Streams asked for.
-    pub requested: usize,
-    /// Streams that delivered their first content event and were still open
-    /// when the hold ended.
-    pub open: usize,
-    /// Streams that failed to open or broke during the hold.
-    pub failed: usize,
-    /// Seconds from the first request until the last stream's first token.
-    pub open_all_s: f64,
-}
-
-/// Opens `streams` streaming requests (each as `spec` describes, over h2c
-/// with at most `per_connection` streams per connection, or one HTTP/1.1
-/// connection each) at `open_rate_per_s`, waits until each has delivered its first content
-/// event, calls `during` once all are open (or after `open_timeout`), keeps
-/// them open and reading until `during` returns, then drops them all.
-pub async fn hold_streams<F, Fut>(
-    spec: &LoadSpec,
-    streams: usize,
-    per_connection: usize,
-    open_rate_per_s: f64,
-    open_timeout: Duration,
-    during: F,
-) -> std::io::Result<HoldReport>
-where
-    F: FnOnce(usize) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let requests = Arc::new(Requests::new(spec)?);
-    let opened = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let start = Instant::now();
-    let mut senders = Vec::new();
-    let mut tasks = Vec::with_capacity(streams);
-    for i in 0..streams {
-        // Paced, so a burst of thousands of connects does not overflow the
-        // listen backlogs of the target and of the upstream behind it.
-        let due = start + Duration::from_secs_f64(i as f64 / open_rate_per_s.max(1.0));
-        tokio::time::sleep_until(due.into()).await;
-        let sender = match spec.protocol {
-            Protocol::H2c => {
-                if i % per_connection.max(1) == 0 {
-                    senders.push(connect(&spec.url, Protocol::H2c).await?);
-                }
-                senders.last().cloned()
-            }
-            Protocol::Http1 => connect(&spec.url, Protocol::Http1).await.ok(),
-        };
-        let request = requests.build(i as u64, spec.protocol)?;
-        let (opened, failed, mut stop) = (opened.clone(), failed.clone(), stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            let Some(sender) = sender else {
-                failed.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            let held = async {
-                let response = match &sender {
-                    Sender::Http1(s) => {
-                        let mut s = s.lock().await;
-                        s.send_request(request).await
-                    }
-                    Sender::H2(s) => s.clone().send_request(request).await,
-                };
-                let Ok(response) = response else { return false };
-                if !response.status().is_success() {
-                    return false;
-                }
-                let mut body = response.into_body();
-                let mut counted = false;
-                while let Some(frame) = body.frame().await {
-                    let Ok(frame) = frame else { break };
-                    if !counted && frame.data_ref().is_some_and(|d| has_content(d)) {
-                        counted = true;
-                        opened.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                // The stream ended before the hold did.
-                if counted {
-                    opened.fetch_sub(1, Ordering::Relaxed);
-                }
-                false
-            };
-            tokio::select! {
-                ok = held => if !ok { failed.fetch_add(1, Ordering::Relaxed); },
-                _ = stop.wait_for(|s| *s) => {}
-            }
-        }));
-    }
-    let deadline = start + open_timeout;
-    while (opened.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed)) < streams as u64
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let open_all_s = start.elapsed().as_secs_f64();
-    during(opened.load(Ordering::Relaxed) as usize).await;
-    let report = HoldReport {
-        requested: streams,
-        open: opened.load(Ordering::Relaxed) as usize,
-        failed: failed.load(Ordering::Relaxed) as usize,
-        open_all_s,
-    };
-    let _ = stop_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
-    Ok(report)
 }
 
 #[cfg(test)]
