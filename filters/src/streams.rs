@@ -390,7 +390,8 @@ impl StreamRegistry {
             live.values()
                 .filter(|s| s.owner.priority < above && !s.is_ending())
                 .filter(|s| match within {
-                    Within::Node => true,
+                    // A queued stream holds no node slot: ending it frees none.
+                    Within::Node => !s.queued.load(Ordering::Relaxed),
                     Within::Tenant(t) => s.owner.tenant.as_deref() == Some(t),
                     Within::Key(k) => s.owner.key_id.as_deref() == Some(k),
                 })
@@ -603,12 +604,19 @@ mod tests {
                 .map(|p| p.id().to_string()),
             None
         );
+        // Node-wide, a queued stream is passed over: it holds no slot.
+        let queued = registry.register("st_5".into(), owner("beta", Priority::Batch), true);
+        let node_pick = registry
+            .preempt_lowest(Within::Node, Priority::Standard, "full")
+            .unwrap();
+        assert_eq!(node_pick.id(), "st_4");
+        assert_eq!(queued.current(), Control::Run);
         let gone = tokio::spawn(async move { picked.gone().await });
         drop(young_batch);
         gone.await.unwrap();
         assert_eq!(old_batch.current(), Control::Run);
         assert_eq!(standard.current(), Control::Run);
-        assert_eq!(other.current(), Control::Run);
+        assert!(matches!(other.current(), Control::End { .. }));
     }
 
     #[test]
