@@ -409,7 +409,7 @@ fn upstream_request(
     ctx: &RequestCtx,
     outgoing: &UpstreamRequest,
 ) -> pingora::Result<RequestHeader> {
-    let mut request = RequestHeader::build(
+    let mut request = RequestHeader::build_no_case(
         outgoing.method.clone(),
         outgoing.path_and_query.as_bytes(),
         Some(client.headers.len() + outgoing.headers.len() + 3),

@@ -209,7 +209,7 @@ impl Gateway {
         // client and the stream's controls: either may end the wait. The
         // request header moves out of the session meanwhile, since watching
         // the client needs the session itself.
-        let placeholder = RequestHeader::build(http::Method::GET, b"/", Some(0))
+        let placeholder = RequestHeader::build_no_case(http::Method::GET, b"/", Some(0))
             .map_err(|_| GatewayError::BodyRead)?;
         let client_header = std::mem::replace(session.req_header_mut(), placeholder);
         let waited = {

@@ -351,7 +351,10 @@ impl Gateway {
         ctx: &RequestCtx,
         status: u16,
     ) -> pingora::Result<ResponseHeader> {
-        let mut header = ResponseHeader::build(status, Some(4))?;
+        // No case map: header names go out lower-case (HTTP/2 requires it,
+        // HTTP/1.1 ignores case), and every insert skips a second map.
+        // Room for a typical upstream's headers plus sluice's own.
+        let mut header = ResponseHeader::build_no_case(status, Some(16))?;
         header.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(id) = &ctx.stream_id {
             header.insert_header("x-sluice-stream-id", id.as_str())?;
