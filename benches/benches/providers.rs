@@ -9,41 +9,23 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice_benches::chat_request;
-use sluice_config::{load_str, Secret};
+use sluice_config::load_str;
 use sluice_providers::eventstream::encode_message;
-use sluice_providers::{Endpoint, Provider, ProviderKind, RoutingFields};
+use sluice_providers::{Endpoint, Provider, RoutingFields};
 use std::hint::black_box;
 
 const PROVIDERS: [&str; 5] = ["openai", "azure", "anthropic", "gemini", "bedrock"];
 /// Content events per benchmarked stream.
 const EVENTS: usize = 100;
 
+/// A provider of kind `name`, set up through the config as an operator does.
 fn provider(name: &str) -> Provider {
-    let settings = load_str(
-        "upstreams:\n  u: {base_url: 'https://upstream.example.com/v1', api_key: sk-bench}\n",
-        &|_| None,
-    )
-    .unwrap()
-    .upstreams[0]
-        .clone();
-    let kind = match name {
-        "openai" => ProviderKind::OpenAi,
-        "azure" => ProviderKind::Azure {
-            api_version: "2024-10-21".into(),
-        },
-        "anthropic" => ProviderKind::Anthropic {
-            version: "2023-06-01".into(),
-            default_max_tokens: 4096,
-        },
-        "gemini" => ProviderKind::Gemini,
-        _ => ProviderKind::Bedrock {
-            region: "us-east-1".into(),
-            access_key_id: sluice_config::Secret::new("AKIDEXAMPLE"),
-            secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
-            session_token: None,
-        },
-    };
-    Provider::new(&settings, kind)
+    let yaml = format!(
+        "upstreams:\n  u: {{kind: {name}, base_url: 'https://upstream.example.com/v1', api_key: sk-bench, \
+         region: us-east-1, aws_access_key_id: AKIDEXAMPLE, \
+         aws_secret_access_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY}}\n"
+    );
+    Provider::from_settings(&load_str(&yaml, &|_| None).unwrap().upstreams[0])
 }
 
 fn request_translation(c: &mut Criterion) {

@@ -74,7 +74,11 @@ struct Queued {
     queue: Arc<FairQueue>,
     tenant: String,
     ticket: u64,
-    granted: Option<oneshot::Receiver<()>>,
+    /// Fires when a slot is handed over. Held here, so that it outlives the
+    /// lock that `Drop` takes: a grant can never find it gone.
+    granted: oneshot::Receiver<()>,
+    /// Set once the outcome is settled (slot taken, or place withdrawn).
+    settled: bool,
 }
 
 impl Queued {
@@ -92,14 +96,14 @@ impl Queued {
             state.lanes.remove(&self.tenant);
         }
         state.waiting -= 1;
-        self.granted = None;
+        self.settled = true;
         true
     }
 }
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        if self.granted.is_some() && !self.withdraw() {
+        if !self.settled && !self.withdraw() {
             // Granted while leaving: pass the slot on.
             let mut state = self.queue.lock();
             state.running = state.running.saturating_sub(1);
@@ -137,10 +141,22 @@ impl FairQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a request arriving now would have to wait.
-    pub fn is_full(&self) -> bool {
-        let state = self.lock();
-        state.running >= self.max_running || state.waiting > 0
+    /// A slot at once, when one is free and nobody waits (one lock, no
+    /// allocation); `None` when the caller would have to queue.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Slot> {
+        let mut state = self.lock();
+        self.take_free(&mut state).then(|| Slot {
+            queue: self.clone(),
+        })
+    }
+
+    /// Takes a free slot if there is one and nobody waits for it.
+    fn take_free(&self, state: &mut State) -> bool {
+        let free = state.running < self.max_running && state.waiting == 0;
+        if free {
+            state.running += 1;
+        }
+        free
     }
 
     /// `(running, waiting)` now.
@@ -158,8 +174,7 @@ impl FairQueue {
     ) -> Result<Slot, QueueError> {
         let mut queued = {
             let mut state = self.lock();
-            if state.running < self.max_running && state.waiting == 0 {
-                state.running += 1;
+            if self.take_free(&mut state) {
                 return Ok(Slot {
                     queue: self.clone(),
                 });
@@ -189,16 +204,14 @@ impl FairQueue {
                 queue: self.clone(),
                 tenant: tenant.to_string(),
                 ticket,
-                granted: Some(granted),
+                granted,
+                settled: false,
             }
         };
-        let Some(granted) = queued.granted.as_mut() else {
-            return Err(QueueError::Full);
-        };
-        let outcome = tokio::time::timeout(self.timeout, granted).await;
+        let outcome = tokio::time::timeout(self.timeout, &mut queued.granted).await;
         if matches!(outcome, Ok(Ok(()))) || !queued.withdraw() {
             // Granted, possibly just as the wait timed out.
-            queued.granted = None;
+            queued.settled = true;
             return Ok(Slot {
                 queue: self.clone(),
             });

@@ -9,36 +9,17 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use sluice_config::{load_str, Secret};
+use sluice_config::load_str;
 use sluice_load_tests::{MockOptions, MockUpstream};
-use sluice_providers::{Endpoint, Provider, ProviderKind, RoutingFields};
+use sluice_providers::{Endpoint, Provider, RoutingFields};
 
+/// A provider of kind `name` at `base`, set up through the config as an operator does.
 fn provider(name: &str, base: &str) -> Provider {
-    let settings = load_str(
-        &format!("upstreams:\n  u: {{base_url: '{base}', api_key: k}}\n"),
-        &|_| None,
-    )
-    .unwrap()
-    .upstreams[0]
-        .clone();
-    let kind = match name {
-        "openai" => ProviderKind::OpenAi,
-        "azure" => ProviderKind::Azure {
-            api_version: "2024-10-21".into(),
-        },
-        "anthropic" => ProviderKind::Anthropic {
-            version: "2023-06-01".into(),
-            default_max_tokens: 256,
-        },
-        "gemini" => ProviderKind::Gemini,
-        _ => ProviderKind::Bedrock {
-            region: "us-east-1".into(),
-            access_key_id: sluice_config::Secret::new("AKIDEXAMPLE"),
-            secret_access_key: Secret::new("secret"),
-            session_token: None,
-        },
-    };
-    Provider::new(&settings, kind)
+    let yaml = format!(
+        "upstreams:\n  u: {{kind: {name}, base_url: '{base}', api_key: k, default_max_tokens: 256, \
+         region: us-east-1, aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret}}\n"
+    );
+    Provider::from_settings(&load_str(&yaml, &|_| None).unwrap().upstreams[0])
 }
 
 fn base_url(name: &str, mock: &MockUpstream) -> String {

@@ -12,9 +12,9 @@
 
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
-use sluice_config::{load_str, Secret};
+use sluice_config::load_str;
 use sluice_providers::eventstream::encode_message;
-use sluice_providers::{Endpoint, Provider, ProviderKind, RoutingFields};
+use sluice_providers::{Endpoint, Provider, RoutingFields};
 use std::path::PathBuf;
 
 const UPSTREAM_MODEL: &str = "upstream-model";
@@ -30,46 +30,21 @@ fn json_fixture(path: &str) -> Value {
     serde_json::from_slice(&fixture(path)).unwrap()
 }
 
+/// A provider set up the way an operator does it: `kind:` in the config.
 fn provider(name: &str) -> Provider {
-    let settings = |url: &str| {
-        load_str(
-            &format!("upstreams:\n  u: {{base_url: '{url}', api_key: sk-secret-key}}\n"),
-            &|_| None,
-        )
-        .unwrap()
-        .upstreams[0]
-            .clone()
-    };
-    match name {
-        "openai" => Provider::new(&settings("https://api.openai.com/v1"), ProviderKind::OpenAi),
-        "azure" => Provider::new(
-            &settings("https://res.openai.azure.com"),
-            ProviderKind::Azure {
-                api_version: "2024-10-21".into(),
-            },
-        ),
-        "anthropic" => Provider::new(
-            &settings("https://api.anthropic.com/v1"),
-            ProviderKind::Anthropic {
-                version: "2023-06-01".into(),
-                default_max_tokens: 4096,
-            },
-        ),
-        "gemini" => Provider::new(
-            &settings("https://generativelanguage.googleapis.com/v1beta"),
-            ProviderKind::Gemini,
-        ),
-        "bedrock" => Provider::new(
-            &settings("https://bedrock-runtime.us-east-1.amazonaws.com"),
-            ProviderKind::Bedrock {
-                region: "us-east-1".into(),
-                access_key_id: sluice_config::Secret::new("AKIDEXAMPLE"),
-                secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
-                session_token: None,
-            },
-        ),
+    let base = match name {
+        "openai" => "https://api.openai.com/v1",
+        "azure" => "https://res.openai.azure.com",
+        "anthropic" => "https://api.anthropic.com/v1",
+        "gemini" => "https://generativelanguage.googleapis.com/v1beta",
+        "bedrock" => "https://bedrock-runtime.us-east-1.amazonaws.com",
         other => panic!("no provider {other}"),
-    }
+    };
+    let yaml = format!(
+        "upstreams:\n  u: {{kind: {name}, base_url: '{base}', api_key: sk-secret-key, region: us-east-1, \
+         aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY}}\n"
+    );
+    Provider::from_settings(&load_str(&yaml, &|_| None).unwrap().upstreams[0])
 }
 
 /// The provider's reply bytes for a case.

@@ -284,9 +284,8 @@ fn ended_message(cause: EndCause, reason: Option<&str>) -> String {
         EndCause::Preempt => "The request was preempted by higher-priority work",
         EndCause::PauseTimeout => "The request stayed paused longer than allowed and was cancelled",
         EndCause::Budget => "The request was stopped at its budget",
-        EndCause::Api | EndCause::Client => {
-            "The request was cancelled through the stream control API"
-        }
+        EndCause::Client => "The client closed the request",
+        EndCause::Api => "The request was cancelled through the stream control API",
     };
     match reason {
         Some(reason) => format!("{why}: {reason}"),

@@ -236,16 +236,14 @@ impl Gateway {
         let (_slot, answer) = match waited {
             Ok(done) => done?,
             Err(Interrupted::ClientGone) => {
-                stream.end(EndCause::Client);
-                self.count_stream_end(EndCause::Client);
-                self.metrics.client_disconnects.inc();
+                self.end_stream(&stream, EndCause::Client);
                 // nginx's "client closed request", for logs and metrics only.
                 ctx.status = 499;
                 session.set_keepalive(None);
                 return Ok(());
             }
             Err(Interrupted::Ended(cause, reason)) => {
-                self.count_stream_end(cause);
+                self.end_stream(&stream, cause);
                 return Err(GatewayError::Ended { cause, reason });
             }
         };
@@ -448,8 +446,7 @@ impl Gateway {
                                 .budget_events
                                 .with_label_values(&["stream_cut"])
                                 .inc();
-                            stream.end(EndCause::Budget);
-                            self.count_stream_end(EndCause::Budget);
+                            self.end_stream(stream, EndCause::Budget);
                             let _ = session
                                 .write_response_body(cut.closing_events(running), true)
                                 .await;
@@ -488,7 +485,7 @@ impl Gateway {
                 RelayEvent::Control(Control::End { cause, reason }) => {
                     self.observe_pause(paused_at.take());
                     stream.end(cause);
-                    self.count_stream_end(cause);
+                    self.end_stream(stream, cause);
                     tracing::info!(cause = cause.label(), "stream ended by its controls");
                     if is_sse {
                         let closing = closing_events(stream.id(), model, cause, reason.as_deref());
@@ -516,9 +513,7 @@ impl Gateway {
         stream: &StreamHandle,
         first_byte_at: Option<Instant>,
     ) -> (RelayOutcome, Option<Instant>) {
-        stream.end(EndCause::Client);
-        self.count_stream_end(EndCause::Client);
-        self.metrics.client_disconnects.inc();
+        self.end_stream(stream, EndCause::Client);
         (RelayOutcome::Ended(EndCause::Client), first_byte_at)
     }
 

@@ -119,7 +119,12 @@ impl Gateway {
         let Some(queue) = &self.streams.queue else {
             return Ok(None);
         };
-        if self.streams.settings.preempt && queue.is_full() {
+        if let Some(slot) = queue.try_acquire() {
+            self.metrics.queue_wait.observe(0.0);
+            return Ok(Some(slot));
+        }
+        // The node is full: a higher priority may take a lower one's place.
+        if self.streams.settings.preempt {
             if let Some(victim) = self.streams.registry.preempt_lowest(
                 Within::Node,
                 priority,
@@ -281,12 +286,17 @@ impl Gateway {
         Ok(view)
     }
 
-    /// Observes the end of a stream for `cause`.
-    pub(crate) fn count_stream_end(&self, cause: EndCause) {
+    /// Marks `stream` as ending for `cause` (a no-op when its controls
+    /// ended it already) and counts it.
+    pub(crate) fn end_stream(&self, stream: &StreamHandle, cause: EndCause) {
+        stream.end(cause);
         self.metrics
             .stream_cancellations
             .with_label_values(&[cause.label()])
             .inc();
+        if cause == EndCause::Client {
+            self.metrics.client_disconnects.inc();
+        }
     }
 
     /// Copies stream and queue gauges into the registry (at scrape time).
