@@ -116,7 +116,6 @@ pub struct Route<'r> {
     /// matched by the wildcard (keeps label cardinality bounded).
     pub model_label: &'r str,
     group: &'r Group,
-    client_model: &'r str,
 }
 
 /// One planned attempt.
@@ -124,8 +123,20 @@ pub struct Route<'r> {
 pub struct Candidate<'r> {
     /// Index into [`Router::targets`].
     pub target: usize,
-    /// The model name to send upstream.
-    pub upstream_model: &'r str,
+    /// The model name to send upstream when the route renames it; `None`
+    /// sends the client's own name (see [`Candidate::upstream_model`]).
+    pub rename: Option<&'r str>,
+}
+
+impl<'r> Candidate<'r> {
+    /// The model name to send upstream for a client that asked for
+    /// `client_model`.
+    pub fn upstream_model<'a>(&self, client_model: &'a str) -> &'a str
+    where
+        'r: 'a,
+    {
+        self.rename.unwrap_or(client_model)
+    }
 }
 
 /// Maps model names to failover plans; built once per config.
@@ -169,19 +180,17 @@ impl Router {
     }
 
     /// Resolves a client's model name.
-    pub fn resolve<'r>(&'r self, model: &'r str) -> Result<Route<'r>, ProviderError> {
+    pub fn resolve(&self, model: &str) -> Result<Route<'_>, ProviderError> {
         if let Some(group) = self.by_name.get(model) {
             return Ok(Route {
                 model_label: &group.name,
                 group,
-                client_model: model,
             });
         }
         match &self.wildcard {
             Some(group) => Ok(Route {
                 model_label: WILDCARD_MODEL,
                 group,
-                client_model: model,
             }),
             None => Err(ProviderError::UnknownModel {
                 model: model.to_string(),
@@ -199,7 +208,7 @@ impl Router {
                 let t = &step.targets[index];
                 once.push(Candidate {
                     target: t.upstream,
-                    upstream_model: t.model.as_deref().unwrap_or(route.client_model),
+                    rename: t.model.as_deref(),
                 });
             }
         }
@@ -304,7 +313,7 @@ models:
         let r = router.resolve("fast").unwrap();
         let plan = router.plan(&r);
         assert_eq!(router.targets()[plan[0].target].settings.name, "b");
-        assert_eq!(plan[0].upstream_model, "llama");
+        assert_eq!(plan[0].upstream_model("fast"), "llama");
         assert_eq!(
             plan.len(),
             5,
@@ -333,10 +342,10 @@ models:
                 .collect();
             assert_eq!(names.len(), 5);
             assert_eq!(names[2], "c", "step 2 after both step-1 targets: {names:?}");
-            assert_eq!(plan[2].upstream_model, "chained");
+            assert_eq!(plan[2].upstream_model("chained"), "chained");
             if names[0] == "a" {
                 a_first += 1;
-                assert_eq!(plan[0].upstream_model, "m-a");
+                assert_eq!(plan[0].upstream_model("chained"), "m-a");
             }
         }
         assert!(
@@ -406,7 +415,7 @@ models:
         let router = router(&yaml);
         let r = router.resolve("o3-mini").unwrap();
         assert_eq!(r.model_label, "*");
-        assert_eq!(router.plan(&r)[0].upstream_model, "o3-mini");
+        assert_eq!(router.plan(&r)[0].upstream_model("o3-mini"), "o3-mini");
         assert!(!router.is_listed("o3-mini"));
     }
 }

@@ -52,8 +52,9 @@ pub struct Access {
     pub alert_webhook: Option<String>,
 }
 
-/// A budget hold for one request, and what crossing a soft limit asks for.
-pub struct BudgetHold {
+/// The spend one request holds on its budgets, and what crossing a soft
+/// limit asks for.
+pub struct SpendHold {
     /// The reservation; settle it with the real cost.
     pub reservation: sluice_filters::BudgetHold,
     /// Model to route to instead, when a soft limit with `downgrade_to` was crossed.
@@ -184,7 +185,12 @@ impl Access {
 
     /// Loads what every budgeted key and tenant already spent this period,
     /// the ledger being the durable source of truth.
-    pub fn seed_budgets(&self, accounting: &crate::accounting::Accounting, keys: &[KeyEntry]) {
+    pub fn seed_budgets(
+        &self,
+        accounting: &crate::ops::Accounting,
+        control: &tokio::runtime::Handle,
+        keys: &[KeyEntry],
+    ) {
         use sluice_ledger::GroupKey;
         let now = jiff::Timestamp::now();
         let tz = self.budgets_tz();
@@ -226,7 +232,7 @@ impl Access {
                 .filter(|(n, _)| n == name)
                 .map(|(_, c)| c)
                 .sum();
-            accounting.block_on(self.budgets.seed(&scope, &spec, spent, now));
+            control.block_on(self.budgets.seed(&scope, &spec, spent, now));
             seeded += 1;
         }
         if seeded > 0 {
@@ -300,7 +306,7 @@ impl Access {
         &self,
         key: &KeyEntry,
         worst_case_micros: i64,
-    ) -> Result<Option<BudgetHold>, GatewayError> {
+    ) -> Result<Option<SpendHold>, GatewayError> {
         let scopes = self.budget_scopes(key);
         if scopes.is_empty() {
             return Ok(None);
@@ -344,7 +350,7 @@ impl Access {
                 }
             }
         }
-        Ok(Some(BudgetHold {
+        Ok(Some(SpendHold {
             reservation,
             downgrade_to,
             newly_alerted,

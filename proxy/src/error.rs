@@ -99,6 +99,13 @@ pub enum GatewayError {
         /// The reason given with a preemption.
         reason: Option<String>,
     },
+    /// A key or tenant row in the database does not parse (the detail is
+    /// logged where it was read).
+    #[error("A stored {what} record could not be read; see the gateway's log.")]
+    StoredRecordInvalid {
+        /// What kind of record.
+        what: &'static str,
+    },
     /// The upstream did not answer in time.
     #[error("upstream {upstream} timed out: {phase}")]
     UpstreamTimeout {
@@ -138,6 +145,7 @@ impl GatewayError {
             GatewayError::LedgerUnavailable => 503,
             GatewayError::AllAttemptsFailed { status, .. } => *status,
             GatewayError::UpstreamTimeout { .. } => 504,
+            GatewayError::StoredRecordInvalid { .. } => 500,
             GatewayError::StreamNotFound { .. } => 404,
             GatewayError::Queue(_) => 429,
             GatewayError::Ended {
@@ -168,6 +176,7 @@ impl GatewayError {
             GatewayError::LedgerUnavailable => "ledger_unavailable",
             GatewayError::AllAttemptsFailed { .. } => "all_attempts_failed",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::StoredRecordInvalid { .. } => "stored_record_invalid",
             GatewayError::StreamNotFound { .. } => "stream_not_found",
             GatewayError::Queue(QueueError::Full) => "queue_full",
             GatewayError::Queue(QueueError::TimedOut(_)) => "queue_timeout",
@@ -214,6 +223,7 @@ impl GatewayError {
             GatewayError::LedgerUnavailable => Some("service_unavailable"),
             GatewayError::AllAttemptsFailed { code, .. } => Some(code),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            GatewayError::StoredRecordInvalid { .. } => Some("internal_error"),
             GatewayError::StreamNotFound { .. }
             | GatewayError::Queue(_)
             | GatewayError::Ended { .. } => Some(self.kind()),

@@ -1,7 +1,7 @@
 //! `sluice usage export`, `sluice ledger verify` and `sluice keys create`:
 //! the ledger database from the command line, without a running gateway.
 
-use crate::cli::{CreateKeyArgs, ExportArgs};
+use super::args::{CreateKeyArgs, ExportArgs};
 use sluice_config::Config;
 use sluice_ledger::{GroupKey, ReportQuery, Store};
 use std::io::Write;
@@ -21,7 +21,7 @@ fn config(path: Option<&Path>) -> Result<Config, sluice_config::ConfigError> {
 }
 
 fn time(text: &str, field: &str) -> Result<i64, String> {
-    crate::admin::parse_time_us(text)
+    crate::admin::usage::parse_time_us(text)
         .ok_or_else(|| format!("--{field} must be an RFC 3339 time or YYYY-MM-DD, got {text:?}"))
 }
 

@@ -1,20 +1,44 @@
 //! Soft-limit alerts: a log line, a metric, and an optional webhook POST
 //! with a JSON body, sent once per scope and budget period.
 
-use crate::gateway::Gateway;
+use super::Metrics;
 use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use sluice_config::UpstreamBaseUrl;
 use sluice_filters::Scope;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a webhook may take before it is given up (alerts never block requests).
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl Gateway {
-    /// Announces that `scope` crossed its soft budget limit.
-    pub(crate) fn alert_soft_limit(&self, scope: &Scope, spent_and_reserved: i64) {
+/// Where soft-limit alerts go: the log, a metric, and the webhook.
+pub struct Alerts {
+    /// `budgets.alert_webhook`, when set.
+    webhook: Option<String>,
+    /// Its own small connector: alerts never share the upstream pool.
+    connector: Arc<Connector>,
+    /// For `sluice_budget_events_total`.
+    metrics: Arc<Metrics>,
+}
+
+impl Alerts {
+    /// Alerts to `webhook` (when set) and the log.
+    pub fn new(webhook: Option<String>, metrics: Arc<Metrics>) -> Self {
+        Alerts {
+            webhook,
+            connector: Arc::new(Connector::new(Some(ConnectorOptions::new(8)))),
+            metrics,
+        }
+    }
+
+    /// Announces that `scope` crossed its soft budget limit (the caller
+    /// makes sure it is once per scope and period). Never waits: the
+    /// webhook is posted from a task of its own.
+    pub fn soft_limit_crossed(&self, scope: &Scope, spent_and_reserved: i64) {
         let (kind, name) = match scope {
             Scope::Key(k) => ("key", k.as_str()),
             Scope::Tenant(t) => ("tenant", t.as_str()),
@@ -25,11 +49,8 @@ impl Gateway {
             spent_micros = spent_and_reserved,
             "soft budget limit crossed"
         );
-        self.metrics
-            .budget_events
-            .with_label_values(&["soft_limit_crossed"])
-            .inc();
-        let Some(url) = self.access.alert_webhook.clone() else {
+        self.metrics.budget_event("soft_limit_crossed");
+        let Some(url) = self.webhook.clone() else {
             return;
         };
         let body = serde_json::json!({
@@ -39,7 +60,7 @@ impl Gateway {
             "spent_usd": spent_and_reserved as f64 / 1e6,
         })
         .to_string();
-        let connector = self.upstreams.connector_handle();
+        let connector = self.connector.clone();
         tokio::spawn(async move {
             let sent = tokio::time::timeout(
                 WEBHOOK_TIMEOUT,

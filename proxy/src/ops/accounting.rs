@@ -3,9 +3,11 @@
 //! The ledger writer runs on its own small tokio runtime, so that its
 //! batching, spooling and replay never compete with request handling, and so
 //! that it can be flushed after pingora's runtimes have stopped (SIGTERM).
-//! [`Accounting::record`] never blocks the request path.
+//! Reads of the database (reports, admin calls, budget seeding) go through
+//! a store opened on the control runtime instead, so they never wait behind
+//! the writer. [`Accounting::record`] never blocks the request path.
 
-use crate::metrics::Metrics;
+use super::Metrics;
 use serde_json::Value;
 use sluice_config::{Config, RawPrice};
 use sluice_ledger::{
@@ -68,7 +70,10 @@ pub struct Accounting {
     /// Serve models with no price.
     pub allow_unpriced: bool,
     metrics: Arc<Metrics>,
+    /// The ledger writer's runtime.
     runtime: tokio::runtime::Runtime,
+    /// The control runtime, where the report store lives.
+    control: tokio::runtime::Handle,
 }
 
 fn override_of(p: &RawPrice) -> Result<PriceOverride, sluice_ledger::LedgerError> {
@@ -86,8 +91,13 @@ fn override_of(p: &RawPrice) -> Result<PriceOverride, sluice_ledger::LedgerError
 }
 
 impl Accounting {
-    /// Loads prices and starts the ledger writer (unless disabled).
-    pub fn start(config: &Config, metrics: Arc<Metrics>) -> Result<Self, AccountingError> {
+    /// Loads prices and starts the ledger writer (unless disabled); the
+    /// report store opens on `control`.
+    pub fn start(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        control: tokio::runtime::Handle,
+    ) -> Result<Self, AccountingError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sluice-ledger")
@@ -129,7 +139,7 @@ impl Accounting {
             // start only disables reports until restart, never serving.
             // The writer opens (and migrates) the same database in the
             // background; a busy SQLite file gets a few tries.
-            let store = runtime.block_on(async {
+            let store = control.block_on(async {
                 let mut tries = 0;
                 loop {
                     match Store::open(settings.database_url.expose()).await {
@@ -157,6 +167,7 @@ impl Accounting {
             allow_unpriced: settings.allow_unpriced,
             metrics,
             runtime,
+            control,
         })
     }
 
@@ -273,7 +284,7 @@ impl Accounting {
             return Vec::new();
         };
         let query = sluice_ledger::ReportQuery::new(from_us, i64::MAX, &[by]);
-        self.runtime.block_on(async {
+        self.control.block_on(async {
             use futures_util::StreamExt;
             let mut rows = store.report(&query);
             let mut out = Vec::new();
@@ -289,16 +300,6 @@ impl Accounting {
     /// The report store, when the database was reachable at start.
     pub fn store(&self) -> Option<&Store> {
         self.store.as_ref()
-    }
-
-    /// Runs `future` to completion on the ledger runtime (start-up work only).
-    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
-    }
-
-    /// The ledger runtime, where report queries run.
-    pub fn handle(&self) -> tokio::runtime::Handle {
-        self.runtime.handle().clone()
     }
 
     /// The writer's counters, for `/metrics`.

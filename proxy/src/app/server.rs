@@ -1,8 +1,8 @@
-//! Assembling and running the pingora server.
+//! Assembling and running the pingora server around the [`Gateway`].
 
-use crate::accounting::Accounting;
-use crate::gateway::Gateway;
-use crate::metrics::Metrics;
+use super::{Gateway, GatewayParts};
+use crate::forward::LocalBackend;
+use crate::ops::{Accounting, ControlRuntime, Metrics};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownWatch};
@@ -20,7 +20,18 @@ pub enum StartupError {
     Metrics(#[from] prometheus::Error),
     /// The ledger or price table could not start.
     #[error(transparent)]
-    Accounting(#[from] crate::accounting::AccountingError),
+    Accounting(#[from] crate::ops::accounting::AccountingError),
+    /// A runtime thread could not start.
+    #[error("cannot start the control runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+    /// A local model could not be loaded.
+    #[error("cannot start local model {upstream}: {message}")]
+    LocalModel {
+        /// The upstream's configured name.
+        upstream: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// Flips readiness on once pingora runs its services, and off again when
@@ -38,18 +49,35 @@ impl BackgroundService for Readiness {
 }
 
 /// Runs sluice with `config` until SIGTERM (graceful) or SIGINT (fast).
-pub fn run(config: Config) -> Result<(), StartupError> {
+/// `local` are the in-process backends, by upstream name.
+pub fn run(
+    config: Config,
+    local: Vec<(String, Arc<dyn LocalBackend>)>,
+) -> Result<(), StartupError> {
     let metrics = Arc::new(Metrics::new()?);
     let ready = Arc::new(AtomicBool::new(false));
-    let accounting = Arc::new(Accounting::start(&config, metrics.clone())?);
-    let gateway = Gateway::new(&config, metrics, accounting.clone(), ready.clone());
-    crate::admin_keys::load_stored_tenants(&gateway);
+    let control = ControlRuntime::start()?;
+    let accounting = Arc::new(Accounting::start(
+        &config,
+        metrics.clone(),
+        control.handle(),
+    )?);
+    let gateway = Gateway::new(
+        &config,
+        GatewayParts {
+            metrics,
+            accounting: accounting.clone(),
+            control: control.handle(),
+            ready: ready.clone(),
+            local,
+        },
+    );
+    let access = &gateway.services.access;
+    crate::admin::keys::load_stored_tenants(access, &gateway.admin());
     // Spend is rebuilt from the ledger: let a spool from the last run land first.
     accounting.catch_up();
-    gateway
-        .access
-        .seed_budgets(&accounting, &gateway.access.config_keys);
-    if !gateway.access.required() {
+    access.seed_budgets(&accounting, &control.handle(), &access.config_keys);
+    if !access.required() {
         tracing::warn!("auth is off: anyone who reaches this port uses the upstream keys (declare tenants or set auth.required)");
     }
 

@@ -1,8 +1,7 @@
 //! Upstream connections: one pingora peer per configured upstream, resolved
 //! on first use, and one shared keep-alive pool.
 
-use crate::error::GatewayError;
-use pingora::connectors::http::{v1, Connector};
+use pingora::connectors::http::v1;
 use pingora::connectors::ConnectorOptions;
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
@@ -31,9 +30,6 @@ pub struct UpstreamPool {
     /// pingora's HTTP/1.1 connector (upstreams speak HTTP/1.1); its pool
     /// reuses connections per peer.
     connector: v1::Connector,
-    /// A second connector for side calls (alert webhooks) that must not
-    /// share the upstream pool's lifetime.
-    side: std::sync::Arc<Connector>,
     peers: Vec<LazyPeer>,
 }
 
@@ -53,14 +49,8 @@ impl UpstreamPool {
             .collect();
         UpstreamPool {
             connector: v1::Connector::new(Some(ConnectorOptions::new(KEEPALIVE_POOL_SIZE))),
-            side: std::sync::Arc::new(Connector::new(Some(ConnectorOptions::new(8)))),
             peers,
         }
-    }
-
-    /// The connector for side calls, shareable with spawned tasks.
-    pub fn connector_handle(&self) -> std::sync::Arc<Connector> {
-        self.side.clone()
     }
 
     /// A connection to `peer`: a pooled one when there is one, else a new
@@ -90,15 +80,10 @@ impl UpstreamPool {
         }
     }
 
-    /// The peer for target `index`, resolving its address on first use.
-    pub async fn peer(&self, index: usize) -> Result<&HttpPeer, GatewayError> {
-        let lazy = self
-            .peers
-            .get(index)
-            .ok_or(GatewayError::UpstreamUnavailable {
-                upstream: "-".to_string(),
-                cause: "no such upstream",
-            })?;
+    /// The peer for target `index`, resolving its address on first use;
+    /// `Err` says why there is none.
+    pub async fn peer(&self, index: usize) -> Result<&HttpPeer, &'static str> {
+        let lazy = self.peers.get(index).ok_or("no such upstream")?;
         lazy.resolved
             .get_or_try_init(|| async {
                 let addr = tokio::net::lookup_host(lazy.authority.as_str())
@@ -107,10 +92,7 @@ impl UpstreamPool {
                     .and_then(|mut addrs| addrs.next())
                     .ok_or_else(|| {
                         tracing::warn!(upstream = %lazy.name, authority = %lazy.authority, "cannot resolve upstream address");
-                        GatewayError::UpstreamUnavailable {
-                            upstream: lazy.name.clone(),
-                            cause: "address could not be resolved",
-                        }
+                        "address could not be resolved"
                     })?;
                 let mut peer = HttpPeer::new(addr, lazy.tls, lazy.sni.clone());
                 peer.options.connection_timeout = Some(lazy.connect_timeout);

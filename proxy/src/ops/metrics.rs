@@ -250,6 +250,44 @@ impl Metrics {
         })
     }
 
+    /// Counts a budget event: `soft_limit_crossed`, `hard_limit_refused`, `stream_cut`.
+    pub fn budget_event(&self, event: &str) {
+        self.budget_events.with_label_values(&[event]).inc();
+    }
+
+    /// Counts an attempt on `upstream`.
+    pub fn upstream_attempt(&self, upstream: &str) {
+        self.upstream_attempts.with_label_values(&[upstream]).inc();
+    }
+
+    /// Counts a failed attempt on `upstream`, by kind.
+    pub fn upstream_error(&self, upstream: &str, kind: &str) {
+        self.upstream_errors
+            .with_label_values(&[upstream, kind])
+            .inc();
+    }
+
+    /// Observes the time from sending to an upstream's response headers.
+    pub fn upstream_first_byte(&self, upstream: &str, elapsed: std::time::Duration) {
+        self.upstream_first_byte
+            .with_label_values(&[upstream])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Observes the time from the request to its first streamed byte.
+    pub fn upstream_first_token(&self, upstream: &str, elapsed: std::time::Duration) {
+        self.upstream_first_token
+            .with_label_values(&[upstream])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Observes how long a stream stayed paused, when it was.
+    pub fn stream_paused(&self, paused_at: Option<std::time::Instant>) {
+        if let Some(since) = paused_at {
+            self.stream_pause.observe(since.elapsed().as_secs_f64());
+        }
+    }
+
     /// Copies the ledger writer's counters into the registry.
     pub fn observe_ledger(&self, stats: &sluice_ledger::LedgerStats) {
         let gauges = [

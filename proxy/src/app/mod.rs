@@ -1,0 +1,383 @@
+//! The HTTP application: one pingora `HttpServerApp` serving every route —
+//! health, metrics and `/v1/models` here, the OpenAI endpoints through the
+//! forward pipeline, the stream control and admin APIs through their
+//! modules. [`server`] assembles the pingora server around it.
+//!
+//! Why `HttpServerApp` and not pingora's `ProxyHttp`: `ProxyHttp` picks the
+//! upstream (`upstream_peer`) before the request body is read, but an OpenAI
+//! request names its model — and so its upstream — inside the JSON body.
+//! Reading the body early only works for bodies under pingora's 64 KiB retry
+//! buffer (pingora issue #780), and long prompts are larger. So sluice reads
+//! the body itself, decides, and forwards through pingora's own connector and
+//! pool ([`crate::forward`]); this also skips the proxy's duplex task channels
+//! on the hot path.
+
+pub mod routes;
+pub mod server;
+
+use crate::access::Access;
+use crate::admin::AdminContext;
+use crate::downstream::respond::{respond, respond_error};
+use crate::downstream::RequestCtx;
+use crate::error::GatewayError;
+use crate::forward::upstream_pool::UpstreamPool;
+use crate::forward::{LocalBackend, Services};
+use crate::ops::{Accounting, Alerts, Metrics};
+use crate::streams::StreamControl;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use routes::RouteKind;
+use sluice_config::Config;
+use sluice_providers::Router;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// The sluice HTTP application; one instance serves every connection.
+pub struct Gateway {
+    /// What forwarded requests use: router, access, accounting, streams, metrics.
+    pub services: Services,
+    /// The control runtime's handle (admin and report database calls).
+    control: tokio::runtime::Handle,
+    /// Configured model names (to validate budgets created at run time).
+    model_names: Vec<String>,
+    /// Set once the server is up; read by `/health/ready`.
+    ready: Arc<AtomicBool>,
+    /// `GET /v1/models`, rendered once from config.
+    models_body: Bytes,
+    /// h2c on, for pingora.
+    server_options: HttpServerOptions,
+}
+
+/// What the gateway is built from, besides its config.
+pub struct GatewayParts {
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// Prices and the ledger.
+    pub accounting: Arc<Accounting>,
+    /// The control runtime's handle.
+    pub control: tokio::runtime::Handle,
+    /// Flipped by the server once it runs.
+    pub ready: Arc<AtomicBool>,
+    /// In-process backends by upstream name (the built-in engine).
+    pub local: Vec<(String, Arc<dyn LocalBackend>)>,
+}
+
+impl Gateway {
+    /// Builds the gateway for a validated config.
+    pub fn new(config: &Config, parts: GatewayParts) -> Self {
+        let GatewayParts {
+            metrics,
+            accounting,
+            control,
+            ready,
+            local,
+        } = parts;
+        let router = Router::new(config);
+        let model_names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
+        let upstreams = UpstreamPool::new(router.targets());
+        let local = router
+            .targets()
+            .iter()
+            .map(|t| {
+                local
+                    .iter()
+                    .find(|(name, _)| *name == t.settings.name)
+                    .map(|(_, backend)| backend.clone())
+            })
+            .collect();
+        let models_body = render_models(router.listed_models());
+        let mut server_options = HttpServerOptions::default();
+        server_options.h2c = true;
+        let key_source = accounting.store().cloned().map(|store| {
+            Arc::new(crate::admin::keys::DbKeys {
+                store,
+                runtime: control.clone(),
+                models: Arc::new(model_names.clone()),
+            }) as Arc<dyn sluice_filters::KeySource>
+        });
+        let access = Access::new(&config.access, key_source);
+        let alerts = Alerts::new(access.alert_webhook.clone(), metrics.clone());
+        let streams = StreamControl::new(
+            &config.streams,
+            config.access.redis_url.as_ref().map(|u| u.expose()),
+            &control,
+            metrics.clone(),
+        );
+        Gateway {
+            services: Services {
+                router,
+                upstreams,
+                local,
+                access,
+                accounting,
+                streams,
+                metrics,
+                alerts,
+                max_body_bytes: config.server.max_body_bytes,
+            },
+            control,
+            model_names,
+            ready,
+            models_body,
+            server_options,
+        }
+    }
+
+    /// What the admin handlers work with.
+    pub fn admin(&self) -> AdminContext<'_> {
+        AdminContext {
+            access: &self.services.access,
+            accounting: &self.services.accounting,
+            control: &self.control,
+            model_names: &self.model_names,
+        }
+    }
+
+    async fn serve(&self, session: &mut ServerSession, route: RouteKind, ctx: &mut RequestCtx) {
+        let services = &self.services;
+        let result = match route {
+            RouteKind::Forward(endpoint) => {
+                crate::forward::forward(services, session, endpoint, ctx).await
+            }
+            RouteKind::Models => self.models(session, ctx).await,
+            // Cold paths, boxed so that their (database) futures do not
+            // swell the state every forwarded request carries.
+            RouteKind::UsageReport => {
+                Box::pin(crate::admin::usage::serve(&self.admin(), session, ctx)).await
+            }
+            RouteKind::AdminAccess => {
+                Box::pin(crate::admin::keys::serve(&self.admin(), session, ctx)).await
+            }
+            RouteKind::Streams => {
+                let api =
+                    crate::streams::api::serve(&services.streams, &services.access, session, ctx);
+                Box::pin(api).await
+            }
+            RouteKind::Live => {
+                let body = Bytes::from_static(b"{\"status\":\"ok\"}");
+                respond(session, ctx, 200, "application/json", body).await;
+                Ok(())
+            }
+            RouteKind::Ready => {
+                let (status, body) = if self.ready.load(Ordering::Acquire) {
+                    (200, &b"{\"status\":\"ready\"}"[..])
+                } else {
+                    (503, &b"{\"status\":\"starting\"}"[..])
+                };
+                respond(
+                    session,
+                    ctx,
+                    status,
+                    "application/json",
+                    Bytes::from_static(body),
+                )
+                .await;
+                Ok(())
+            }
+            RouteKind::Metrics => {
+                self.metrics_page(session, ctx).await;
+                Ok(())
+            }
+            RouteKind::Unknown => Err(GatewayError::UnknownRoute {
+                method: session.req_header().method.to_string(),
+                path: session.req_header().uri.path().to_string(),
+            }),
+        };
+        if let Err(error) = result {
+            if error.status() >= 500 {
+                tracing::warn!(error = %error, kind = error.kind(), "request failed");
+            } else {
+                tracing::debug!(error = %error, kind = error.kind(), "request refused");
+            }
+            if session.response_written().is_none() {
+                respond_error(session, ctx, &error).await;
+            }
+        }
+    }
+
+    /// `GET /metrics`: gauges read at scrape time, then the registry as text.
+    async fn metrics_page(&self, session: &mut ServerSession, ctx: &mut RequestCtx) {
+        let Services {
+            access,
+            router,
+            streams,
+            accounting,
+            metrics,
+            ..
+        } = &self.services;
+        if let Some(up) = access.quotas.store_up() {
+            metrics.quota_store_up.set(i64::from(up));
+        }
+        for target in router.targets() {
+            metrics
+                .upstream_breaker_state
+                .with_label_values(&[target.settings.name.as_str()])
+                .set(target.health.breaker_state().as_gauge());
+        }
+        streams.observe();
+        if let Some(stats) = accounting.stats() {
+            metrics.observe_ledger(&stats);
+        }
+        let errors = access.quotas.store_errors();
+        let seen = metrics.quota_store_errors.get();
+        metrics
+            .quota_store_errors
+            .inc_by(errors.saturating_sub(seen));
+        match metrics.render() {
+            Ok(text) => respond(session, ctx, 200, "text/plain; version=0.0.4", text.into()).await,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot render metrics");
+                let body = Bytes::from_static(b"metrics unavailable");
+                respond(session, ctx, 500, "text/plain", body).await
+            }
+        }
+    }
+
+    /// `GET /v1/models`: every configured model, or the caller key's allowed ones.
+    async fn models(
+        &self,
+        session: &mut ServerSession,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let key = self.services.access.identify(session).await?;
+        let body = match key.as_ref().and_then(|k| k.models.as_ref()) {
+            None => self.models_body.clone(),
+            Some(allowed) => {
+                let names: Vec<String> = self
+                    .services
+                    .router
+                    .listed_models()
+                    .iter()
+                    .filter(|m| allowed.contains(m))
+                    .cloned()
+                    .collect();
+                render_models(&names)
+            }
+        };
+        respond(session, ctx, 200, "application/json", body).await;
+        Ok(())
+    }
+
+    fn observe(&self, route: RouteKind, ctx: &RequestCtx) {
+        let status = status_label(ctx.status);
+        let labels = [route.label(), ctx.model_label.as_str(), status];
+        let metrics = &self.services.metrics;
+        metrics.requests.with_label_values(&labels).inc();
+        metrics
+            .request_duration
+            .with_label_values(&labels)
+            .observe(ctx.started.elapsed().as_secs_f64());
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for Gateway {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            // The client closed an idle keep-alive connection, or sent garbage.
+            Ok(false) | Err(_) => return None,
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        // sluice watches the client's socket while it waits on the upstream
+        // (to cancel the moment the client leaves). A keep-alive client may
+        // send its next request as soon as it has read this answer, before
+        // the relay has noticed the answer is complete; with pipelining on,
+        // pingora keeps the byte that watch read for the next request
+        // instead of dropping it.
+        session.set_pipelining_enabled(true);
+        let header = session.req_header();
+        let route = RouteKind::classify(&header.method, header.uri.path());
+        let mut ctx = RequestCtx::new(session.get_header("x-request-id").map(|v| v.as_bytes()));
+        let span = tracing::info_span!(
+            "request",
+            request_id = %ctx.request_id,
+            route = route.label(),
+            model = tracing::field::Empty,
+            tenant = tracing::field::Empty,
+            priority = tracing::field::Empty,
+            key = tracing::field::Empty,
+            upstream = tracing::field::Empty,
+            status = tracing::field::Empty,
+        );
+        let in_flight = self
+            .services
+            .metrics
+            .in_flight
+            .with_label_values(&[route.label()]);
+        in_flight.inc();
+        self.serve(&mut session, route, &mut ctx)
+            .instrument(span.clone())
+            .await;
+        span.record("status", ctx.status);
+        self.observe(route, &ctx);
+        // After observing, so a scrape that sees no request in flight sees its metrics.
+        in_flight.dec();
+
+        let persistent = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, persistent)),
+            _ => None,
+        }
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.server_options)
+    }
+}
+
+/// Status as a label without allocating for the common codes.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "0",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+fn render_models(names: &[String]) -> Bytes {
+    let data: Vec<serde_json::Value> = names
+        .iter()
+        .map(|name| {
+            serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "sluice"})
+        })
+        .collect();
+    Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_list_has_openai_shape() {
+        let body = render_models(&["a".into(), "b".into()]);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["object"], "list");
+        assert_eq!(v["data"][1]["id"], "b");
+        assert_eq!(v["data"][0]["object"], "model");
+    }
+}

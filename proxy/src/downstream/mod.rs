@@ -1,0 +1,43 @@
+//! The client's side of one connection: what a request carries from the
+//! moment its header is read ([`RequestCtx`]), reading its body ([`body`]),
+//! writing answers ([`respond`]), and noticing when the client leaves
+//! ([`watch`]). A leaf: every route handler uses it, it uses none of them.
+
+pub mod body;
+pub mod respond;
+pub mod watch;
+
+use sluice_filters::RequestId;
+use std::time::Instant;
+
+/// What every request carries from the moment its header is read, whatever
+/// its route: identity, timing, and what was answered (for logs and metrics).
+pub struct RequestCtx {
+    /// The id echoed to the client and sent upstream.
+    pub request_id: RequestId,
+    /// When the request headers were read.
+    pub started: Instant,
+    /// The same moment as unix microseconds, for the ledger.
+    pub started_unix_us: i64,
+    /// Model label for metrics: a configured name, `*`, or `-` when unknown.
+    pub model_label: String,
+    /// The status sent to the client.
+    pub status: u16,
+    /// The stream id of a forwarded request, sent as `x-sluice-stream-id`.
+    pub stream_id: Option<String>,
+}
+
+impl RequestCtx {
+    /// A context for a request whose header has just been read, honouring
+    /// the client's `x-request-id` when it sent a usable one.
+    pub fn new(client_request_id: Option<&[u8]>) -> Self {
+        RequestCtx {
+            request_id: RequestId::accept_or_mint(client_request_id),
+            started: Instant::now(),
+            started_unix_us: sluice_ledger::unix_micros_now(),
+            model_label: "-".to_string(),
+            status: 0,
+            stream_id: None,
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The forward pipeline: one forwarded request is one [`ForwardCtx`] that
+//! moves through named phases, each a function over it:
+//!
+//! ```text
+//! intake -> admit -> plan -> attempt (failover) -> relay -> settle
+//! ```
+//!
+//! - [`intake`]: stream id, key, body (read once, parsed once), route, the
+//!   one token estimate;
+//! - [`admit`]: model allow-list and quotas, preempting a lower priority at
+//!   a concurrency limit;
+//! - [`plan`]: the failover plan, the budget hold, a soft-limit downgrade;
+//! - [`attempt`]: a node slot, then each candidate in turn until one answers
+//!   (an [`AnswerSource`]: HTTP through a provider adapter, or in-process);
+//! - [`relay`]: the answer to the client piece by piece, under the stream's
+//!   controls and budget;
+//! - [`settle`]: quotas, budget and the ledger record.
+//!
+//! Phases take [`Services`], never the whole gateway. Where to add things:
+//! a provider is a file in `providers/`; a client dialect a variant of
+//! [`Dialect`]; an answer source a variant of [`AnswerSource`] (or a
+//! [`LocalBackend`]); a filter a module in `filters/` called from a phase.
+
+pub mod admit;
+pub mod answer;
+pub mod attempt;
+pub mod attempt_error;
+pub mod dialect;
+pub mod exchange;
+pub mod intake;
+pub mod plan;
+pub mod relay;
+pub mod settle;
+pub mod upstream_pool;
+
+pub use answer::{
+    AnswerSource, LocalBackend, LocalControls, LocalFailure, LocalReply, LocalRequest,
+};
+pub use dialect::Dialect;
+
+use crate::access::{Access, Caller, SpendHold};
+use crate::downstream::RequestCtx;
+use crate::error::GatewayError;
+use crate::ops::{Accounting, Alerts, Metrics};
+use crate::streams::StreamControl;
+use pingora::protocols::http::ServerSession;
+use sluice_filters::{Slot, StreamHandle, StreamOwner, StreamRegistry};
+use sluice_providers::{Candidate, Endpoint, Route, Router, RoutingFields};
+use std::sync::Arc;
+use upstream_pool::UpstreamPool;
+
+/// What the forward phases need, and nothing else of the gateway.
+pub struct Services {
+    /// Model names to failover plans, and each target's health.
+    pub router: Router,
+    /// Connections to HTTP upstreams, one peer per router target.
+    pub upstreams: UpstreamPool,
+    /// In-process backends, by router target index (`None` for HTTP targets).
+    pub local: Vec<Option<Arc<dyn LocalBackend>>>,
+    /// Keys, quotas, budgets.
+    pub access: Access,
+    /// Prices and the ledger.
+    pub accounting: Arc<Accounting>,
+    /// Live streams, node slots, cross-node control.
+    pub streams: StreamControl,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// Soft-limit budget alerts.
+    pub alerts: Alerts,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+/// Everything one forwarded request carries, owned in one place.
+pub struct ForwardCtx<'r> {
+    /// The endpoint called.
+    pub endpoint: Endpoint,
+    /// The shape the client speaks.
+    pub dialect: Dialect,
+    /// The client's body, read once.
+    pub body: bytes::Bytes,
+    /// Its routing fields, parsed once.
+    pub fields: RoutingFields,
+    /// Prompt tokens estimated once from the body's size (reservations and
+    /// running costs; the record counts exactly).
+    pub prompt_estimate: u64,
+    /// Who is calling, their priority and quota admission.
+    pub caller: Caller,
+    /// The route after any budget downgrade.
+    pub route: Route<'r>,
+    /// Candidates in the order they are tried.
+    pub candidates: Vec<Candidate<'r>>,
+    /// The budget hold, when a budget applies.
+    pub spend: Option<SpendHold>,
+    /// The cheaper model routed to after a soft limit, if any.
+    pub downgraded_to: Option<String>,
+    /// The stream's registry entry and controls.
+    pub stream: StreamHandle,
+    /// The node slot, when the node is capped (released when dropped).
+    pub slot: Option<Slot>,
+}
+
+impl ForwardCtx<'_> {
+    /// The caller's tenant, when authenticated.
+    pub fn tenant(&self) -> Option<&str> {
+        self.caller.key.as_deref().map(|k| k.tenant.as_str())
+    }
+
+    /// The model name the route was resolved with: the one asked for, or
+    /// the cheaper one a soft budget limit routed to. A candidate that does
+    /// not rename the model sends this one upstream.
+    pub fn routed_model(&self) -> &str {
+        self.downgraded_to.as_deref().unwrap_or(&self.fields.model)
+    }
+}
+
+/// Serves one forwarded endpoint. On `Err` nothing has been written to the
+/// client unless `session.response_written()` says so.
+pub async fn forward(
+    services: &Services,
+    session: &mut ServerSession,
+    endpoint: Endpoint,
+    rctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    rctx.stream_id = Some(StreamRegistry::mint_id());
+    let intake = intake::intake(services, session, endpoint).await?;
+    let caller = admit::admit(services, session, &intake).await?;
+    let plan = plan::plan(services, &intake, &caller).await?;
+    rctx.model_label = plan.route.model_label.to_string();
+    let span = tracing::Span::current();
+    if let Some(key) = &caller.key {
+        span.record("tenant", key.tenant.as_str());
+        span.record("key", key.key_id.as_str());
+    }
+    span.record("priority", caller.priority.as_str());
+    span.record("model", plan.route.model_label);
+
+    let stream = services.streams.registry.register(
+        rctx.stream_id.clone().unwrap_or_default(),
+        StreamOwner {
+            tenant: caller.key.as_ref().map(|k| k.tenant.clone()),
+            key_id: caller.key.as_ref().map(|k| k.key_id.clone()),
+            model: intake.fields.model.clone(),
+            priority: caller.priority,
+        },
+        services.streams.queue.is_some(),
+    );
+    let mut ctx = ForwardCtx {
+        endpoint: intake.endpoint,
+        dialect: intake.dialect,
+        body: intake.body,
+        fields: intake.fields,
+        prompt_estimate: intake.prompt_estimate,
+        caller,
+        route: plan.route,
+        candidates: plan.candidates,
+        spend: plan.spend,
+        downgraded_to: plan.downgraded_to,
+        stream,
+        slot: None,
+    };
+    let Some(answer) = attempt::wait_for_answer(services, session, &mut ctx, rctx).await? else {
+        // The client left while waiting: nothing to relay or record.
+        return Ok(());
+    };
+    span.record("upstream", answer.target.settings.name.as_str());
+    if let Some(relayed) = relay::relay(services, session, &mut ctx, answer, rctx).await? {
+        settle::settle(services, ctx, relayed, rctx);
+    }
+    Ok(())
+}

@@ -1,0 +1,443 @@
+//! Phase 5, relay: runs once an answer was chosen. Sends the client its
+//! status and headers, then the body piece by piece as the source produces
+//! it (SSE events are never buffered to the end), through the provider's
+//! translator, under the stream's controls (pause, resume, cancel,
+//! preempt), its hard budget and the upstream's timeouts. Watches the
+//! client meanwhile: when it leaves, the answer's source is dropped at once.
+//! A broken source ends an SSE stream with an error event and closes a
+//! plain body's connection (a truncated JSON body must not look complete).
+
+use super::attempt::Answer;
+use super::attempt_error::{AttemptError, AttemptErrorKind, TimeoutPhase};
+use super::dialect::StreamEnd;
+use super::intake::estimate_tokens;
+use super::AnswerSource;
+use super::{Dialect, ForwardCtx, Services};
+use crate::downstream::respond::response_header;
+use crate::downstream::watch::{client_event, ClientEvent};
+use crate::downstream::RequestCtx;
+use crate::error::GatewayError;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use sluice_filters::{Control, EndCause};
+use sluice_providers::{ResponseTranslator, UpstreamTarget};
+use std::time::Instant;
+
+/// How relaying a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayOutcome {
+    /// Every byte reached the client.
+    Completed,
+    /// The source failed part-way (or ran past its total time).
+    SourceBroke,
+    /// Ended early: the client left, the control API cancelled or preempted
+    /// it, a pause ran out, or the budget did. The source is dropped.
+    Ended(EndCause),
+}
+
+/// What the relay leaves for settling.
+pub struct Relayed<'r> {
+    /// The target that answered.
+    pub target: &'r UpstreamTarget,
+    /// The model name it was called with.
+    pub upstream_model: String,
+    /// The translator, holding usage and the delivered text.
+    pub translator: ResponseTranslator,
+    /// How it ended.
+    pub outcome: RelayOutcome,
+    /// When the first body byte went to the client.
+    pub first_byte_at: Option<Instant>,
+}
+
+/// Response headers that describe one hop, not the message.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "trailer",
+    "te",
+];
+
+/// What woke the relay up.
+enum RelayEvent {
+    /// The source sent more (or ended, or failed).
+    Read(Result<Option<Bytes>, AttemptError>),
+    /// The stream's controls changed.
+    Control(Control),
+    /// The client left, or sent more bytes.
+    Client(ClientEvent),
+}
+
+/// Relays `answer` to the client. `Ok(None)`: the client left before the
+/// headers could be written (the source is closed; nothing to settle).
+pub async fn relay<'r>(
+    services: &Services,
+    session: &mut ServerSession,
+    ctx: &mut ForwardCtx<'r>,
+    mut answer: Answer<'r>,
+    rctx: &mut RequestCtx,
+) -> Result<Option<Relayed<'r>>, GatewayError> {
+    let target = answer.target;
+    let name = target.settings.name.as_str();
+    ctx.stream.set_target(name);
+    let mut translator = answer
+        .provider
+        .response_translator(&answer.reply, answer.source.status());
+    let header = client_response_header(ctx, &answer, &translator, rctx, session.is_http2())
+        .map_err(|_| GatewayError::UpstreamUnavailable {
+            upstream: name.to_string(),
+            cause: "invalid response header",
+        })?;
+    rctx.status = header.status.as_u16();
+    let is_sse = header
+        .headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if session
+        .write_response_header(Box::new(header))
+        .await
+        .is_err()
+    {
+        // The client left before the answer: drop the source too.
+        close_source(services, answer.source, answer.target_index, false).await;
+        return Ok(None);
+    }
+    answer.source.set_idle_timeout(target.settings.idle_timeout);
+    let body = relay_body(
+        services,
+        session,
+        &mut *ctx,
+        &mut answer,
+        &mut translator,
+        is_sse,
+    );
+    let (outcome, first_byte_at) = match target.settings.total_timeout {
+        None => body.await,
+        Some(total) => {
+            let left = total.saturating_sub(rctx.started.elapsed());
+            match tokio::time::timeout(left, body).await {
+                Ok(done) => done,
+                Err(_) => {
+                    tracing::warn!(upstream = name, "upstream exceeded its total timeout");
+                    let error =
+                        AttemptError::new(name, AttemptErrorKind::Timeout(TimeoutPhase::Total));
+                    broken_end(ctx.dialect, session, error.into_gateway_error(), is_sse).await;
+                    (RelayOutcome::SourceBroke, None)
+                }
+            }
+        }
+    };
+    if let (Some(at), true) = (first_byte_at, is_sse) {
+        services
+            .metrics
+            .upstream_first_token(name, at.duration_since(rctx.started));
+    }
+    let completed = outcome == RelayOutcome::Completed;
+    close_source(services, answer.source, answer.target_index, completed).await;
+    Ok(Some(Relayed {
+        target,
+        upstream_model: answer.upstream_model,
+        translator,
+        outcome,
+        first_byte_at,
+    }))
+}
+
+/// Returns a finished HTTP exchange's connection to the pool, or closes a
+/// source that did not finish (which stops the upstream's work).
+async fn close_source(
+    services: &Services,
+    source: AnswerSource,
+    target_index: usize,
+    completed: bool,
+) {
+    match source {
+        AnswerSource::Http(mut session) => {
+            if completed && session.response_done() {
+                if let Ok(peer) = services.upstreams.peer(target_index).await {
+                    services.upstreams.release(session, peer).await;
+                }
+            } else {
+                session.shutdown().await;
+            }
+        }
+        // Dropping a local answer cancels the work behind it.
+        AnswerSource::Local(reply) => drop(reply),
+    }
+}
+
+/// Ends a response whose source broke: an error event for SSE, a closed
+/// connection for a plain body.
+async fn broken_end(
+    dialect: Dialect,
+    session: &mut ServerSession,
+    error: GatewayError,
+    is_sse: bool,
+) {
+    if is_sse {
+        let _ = session
+            .write_response_body(dialect.error_event(&error), true)
+            .await;
+    } else {
+        session.set_keepalive(None);
+        session.shutdown().await;
+    }
+}
+
+/// The body loop's state: what it reads, writes and obeys.
+struct BodyLoop<'a, 's> {
+    services: &'a Services,
+    session: &'a mut ServerSession,
+    stream: &'a mut sluice_filters::StreamHandle,
+    answer: &'a mut Answer<'s>,
+    translator: &'a mut ResponseTranslator,
+    dialect: Dialect,
+    /// The caller's tenant (prices) and the prompt estimate (running cost).
+    tenant: Option<&'a str>,
+    prompt_estimate: u64,
+    /// The budget hold a stream is cut at, for SSE answers under a budget.
+    budget: Option<&'a crate::access::SpendHold>,
+    is_sse: bool,
+    first_byte_at: Option<Instant>,
+}
+
+/// The body loop: reads the source, writes the client, obeys the controls.
+async fn relay_body(
+    services: &Services,
+    session: &mut ServerSession,
+    ctx: &mut ForwardCtx<'_>,
+    answer: &mut Answer<'_>,
+    translator: &mut ResponseTranslator,
+    is_sse: bool,
+) -> (RelayOutcome, Option<Instant>) {
+    let mut body = BodyLoop {
+        services,
+        session,
+        tenant: ctx.caller.key.as_deref().map(|k| k.tenant.as_str()),
+        budget: ctx.spend.as_ref().filter(|_| is_sse),
+        stream: &mut ctx.stream,
+        answer,
+        translator,
+        dialect: ctx.dialect,
+        prompt_estimate: ctx.prompt_estimate,
+        is_sse,
+        first_byte_at: None,
+    };
+    let outcome = body.run().await;
+    (outcome, body.first_byte_at)
+}
+
+impl BodyLoop<'_, '_> {
+    async fn run(&mut self) -> RelayOutcome {
+        // Watch the client while waiting on the source: when it leaves, the
+        // source is dropped at once (the provider stops generating and
+        // billing), not at the next write.
+        let mut watch_client = true;
+        let mut paused_at: Option<Instant> = None;
+        loop {
+            let event = self.next_event(paused_at, watch_client).await;
+            match event {
+                RelayEvent::Read(Ok(Some(chunk))) => {
+                    if let Some(ended) = self.forward_chunk(chunk).await {
+                        return ended;
+                    }
+                }
+                RelayEvent::Read(Ok(None)) => return self.complete().await,
+                RelayEvent::Read(Err(failure)) => {
+                    tracing::warn!(reason = %failure.reason(), "upstream broke off mid-response");
+                    let rest = self.translator.finish();
+                    if self.is_sse {
+                        let _ = self.session.write_response_body(rest, false).await;
+                    }
+                    let error = failure.into_gateway_error();
+                    broken_end(self.dialect, self.session, error, self.is_sse).await;
+                    return RelayOutcome::SourceBroke;
+                }
+                RelayEvent::Client(ClientEvent::Gone) => {
+                    self.services.metrics.stream_paused(paused_at.take());
+                    return self.client_left();
+                }
+                // Bytes from a pipelining client: stop watching, carry on.
+                RelayEvent::Client(ClientEvent::SentMore) => watch_client = false,
+                RelayEvent::Control(Control::Pause) => {
+                    if paused_at.is_none() {
+                        paused_at = Some(Instant::now());
+                        self.answer.source.pause().await;
+                    }
+                }
+                RelayEvent::Control(Control::Run) => {
+                    if paused_at.is_some() {
+                        self.answer.source.resume().await;
+                    }
+                    self.services.metrics.stream_paused(paused_at.take())
+                }
+                RelayEvent::Control(Control::End { cause, reason }) => {
+                    self.services.metrics.stream_paused(paused_at.take());
+                    return self.stopped(cause, reason.as_deref()).await;
+                }
+            }
+        }
+    }
+
+    /// Waits for the next thing to act on. Paused: read nothing (the
+    /// source's buffer fills and it waits), write nothing, keep everything;
+    /// watch the client, the controls and the pause limit.
+    async fn next_event(&mut self, paused_at: Option<Instant>, watch_client: bool) -> RelayEvent {
+        let name = self.answer.target.settings.name.as_str();
+        match paused_at {
+            Some(since) => {
+                let limit = since + self.services.streams.settings.max_pause;
+                tokio::select! {
+                    control = self.stream.changed() => RelayEvent::Control(control),
+                    event = client_event(self.session), if watch_client => RelayEvent::Client(event),
+                    () = tokio::time::sleep_until(limit.into()) => {
+                        RelayEvent::Control(Control::End { cause: EndCause::PauseTimeout, reason: None })
+                    }
+                }
+            }
+            None => tokio::select! {
+                read = self.answer.source.read(name) => RelayEvent::Read(read),
+                control = self.stream.changed() => RelayEvent::Control(control),
+                event = client_event(self.session), if watch_client => RelayEvent::Client(event),
+            },
+        }
+    }
+
+    /// Sends one piece on; `Some` when the stream ended here (the client
+    /// left, or the piece took it past its hard budget).
+    async fn forward_chunk(&mut self, chunk: Bytes) -> Option<RelayOutcome> {
+        let out = self.translator.relay(chunk);
+        if self.first_byte_at.is_none() && !out.is_empty() {
+            self.first_byte_at = Some(Instant::now());
+        }
+        if self.session.write_response_body(out, false).await.is_err() {
+            return Some(self.client_left());
+        }
+        let delivered = estimate_tokens(self.translator.delivered_text().len());
+        self.stream.set_tokens(delivered);
+        let budget = self.budget?;
+        let running = self
+            .services
+            .accounting
+            .cost_micros(
+                self.tenant,
+                &self.answer.upstream_model,
+                self.prompt_estimate,
+                delivered,
+            )
+            .unwrap_or(0);
+        if !budget.reservation.would_exceed(running) {
+            return None;
+        }
+        self.services.metrics.budget_event("stream_cut");
+        self.services
+            .streams
+            .end_stream(self.stream, EndCause::Budget);
+        let end = StreamEnd::BudgetCut {
+            spent_micros: running,
+        };
+        let closing = self.dialect.closing_events(
+            &end,
+            "chatcmpl-sluice-budget-cut",
+            &self.answer.upstream_model,
+        );
+        let _ = self.session.write_response_body(closing, true).await;
+        Some(RelayOutcome::Ended(EndCause::Budget))
+    }
+
+    /// The source ended: send what the translator still holds.
+    async fn complete(&mut self) -> RelayOutcome {
+        let rest = self.translator.finish();
+        if self.first_byte_at.is_none() && !rest.is_empty() {
+            self.first_byte_at = Some(Instant::now());
+        }
+        if self.session.write_response_body(rest, true).await.is_err() {
+            return self.client_left();
+        }
+        RelayOutcome::Completed
+    }
+
+    /// Ends a stream its controls stopped: closing events for SSE, a
+    /// closed connection for a plain body.
+    async fn stopped(&mut self, cause: EndCause, reason: Option<&str>) -> RelayOutcome {
+        self.services.streams.end_stream(self.stream, cause);
+        tracing::info!(cause = cause.label(), "stream ended by its controls");
+        if self.is_sse {
+            let end = StreamEnd::Stopped {
+                stream_id: self.stream.id(),
+                cause,
+                reason,
+            };
+            let id = format!("chatcmpl-{}", self.stream.id());
+            let closing = self
+                .dialect
+                .closing_events(&end, &id, &self.answer.upstream_model);
+            let _ = self.session.write_response_body(closing, true).await;
+        } else {
+            self.session.set_keepalive(None);
+            self.session.shutdown().await;
+        }
+        RelayOutcome::Ended(cause)
+    }
+
+    fn client_left(&self) -> RelayOutcome {
+        self.services
+            .streams
+            .end_stream(self.stream, EndCause::Client);
+        RelayOutcome::Ended(EndCause::Client)
+    }
+}
+
+/// The client's response header: the upstream's status and headers, less
+/// hop-by-hop ones, plus sluice's own; a translated reply (and a local one)
+/// gets the translator's status and content type and no upstream length.
+fn client_response_header(
+    ctx: &ForwardCtx<'_>,
+    answer: &Answer<'_>,
+    translator: &ResponseTranslator,
+    rctx: &RequestCtx,
+    downstream_h2: bool,
+) -> pingora::Result<ResponseHeader> {
+    let mut header = response_header(rctx, translator.status())?;
+    let translated = translator
+        .content_type()
+        .or_else(|| answer.source.local_content_type());
+    if let Some(content_type) = translated {
+        header.insert_header("content-type", content_type)?;
+    }
+    let mut has_length = false;
+    if let Some(upstream) = answer.source.http_header() {
+        for (name, value) in upstream.headers.iter() {
+            if HOP_BY_HOP.contains(&name.as_str()) || name == "x-request-id" {
+                continue;
+            }
+            if translated.is_some()
+                && matches!(
+                    name.as_str(),
+                    "content-type" | "content-length" | "content-encoding"
+                )
+            {
+                continue;
+            }
+            has_length |= name == "content-length";
+            header.append_header(name.clone(), value.clone())?;
+        }
+    }
+    if !has_length && !downstream_h2 {
+        header.insert_header("transfer-encoding", "chunked")?;
+    }
+    header.insert_header("x-sluice-target", answer.target.settings.name.as_str())?;
+    header.insert_header("x-sluice-attempts", answer.attempts)?;
+    if let Some(model) = &ctx.downgraded_to {
+        header.insert_header("x-sluice-downgraded-to", model.as_str())?;
+    }
+    if let Some(admission) = &ctx.caller.admission {
+        for (name, value) in crate::error::rate_limit_headers(admission.status()) {
+            header.insert_header(name, value)?;
+        }
+    }
+    Ok(header)
+}

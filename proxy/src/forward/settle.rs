@@ -1,0 +1,53 @@
+//! Phase 6, settle: runs last, after the relay, whatever its outcome.
+//! Settles the token quota on the reported usage, writes the one ledger
+//! record (priced; delivered text counted when nothing was reported), and
+//! settles the budget hold to the real cost. Never blocks: the ledger
+//! queues the record.
+
+use super::relay::{RelayOutcome, Relayed};
+use super::{ForwardCtx, Services};
+use crate::downstream::RequestCtx;
+use crate::ops::accounting::Finished;
+use sluice_ledger::EndState;
+
+/// Settles what `relayed` delivered for the request `ctx`.
+pub fn settle(services: &Services, ctx: ForwardCtx<'_>, relayed: Relayed<'_>, rctx: &RequestCtx) {
+    let ForwardCtx {
+        mut caller,
+        spend,
+        body,
+        fields,
+        ..
+    } = ctx;
+    let reported = relayed.translator.usage();
+    if let (Some(admission), Some(u)) = (caller.admission.as_mut(), reported) {
+        admission.settle(u.prompt_tokens + u.completion_tokens);
+    }
+    let key = caller.key.as_deref();
+    let cost = services.accounting.record(Finished {
+        time_us: rctx.started_unix_us,
+        request_id: rctx.request_id.as_str(),
+        tenant: key.map(|k| k.tenant.as_str()),
+        key_id: key.map(|k| k.key_id.as_str()),
+        model: &fields.model,
+        provider: &relayed.target.settings.name,
+        upstream_model: &relayed.upstream_model,
+        reported,
+        request_body: &body,
+        delivered_text: relayed.translator.delivered_text(),
+        latency_ms: rctx.started.elapsed().as_millis() as u64,
+        ttft_ms: relayed
+            .first_byte_at
+            .map(|t| t.duration_since(rctx.started).as_millis() as u64),
+        status: rctx.status,
+        stream: fields.stream,
+        end_state: match relayed.outcome {
+            RelayOutcome::Completed => EndState::Completed,
+            RelayOutcome::Ended(_) => EndState::Cancelled,
+            RelayOutcome::SourceBroke => EndState::Broken,
+        },
+    });
+    if let Some(spend) = spend {
+        spend.reservation.settle(cost.unwrap_or(0));
+    }
+}
