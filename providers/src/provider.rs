@@ -25,7 +25,7 @@ pub use sluice_config::UpstreamKind as ProviderKind;
 pub use sluice_config::{find_preset, Preset, PRESETS};
 
 /// An upstream's adapter: configuration and code in one enum, one variant
-/// per [`WireFormat`] implementation.
+/// per `WireFormat` implementation (the trait in `wire/mod.rs`).
 #[derive(Debug, Clone)]
 pub enum Provider {
     /// OpenAI-compatible: the body passes through (model renamed).

@@ -3,17 +3,18 @@
 //! signed with SigV4 (service `bedrock`), base defaulting to
 //! `https://bedrock-runtime.{region}.amazonaws.com`.
 //!
-//! Requests (`request.rs`): system messages become `system` blocks, tool calls `toolUse`,
-//! tool results `toolResult` blocks of a user turn (consecutive turns of
-//! one role merged), `tools` a `toolConfig` (`tool_choice: none` cannot be
-//! expressed and is sent as no choice), images inline `bytes` (Converse
-//! takes no image URLs: those are refused with 400).
+//! Requests (`request.rs`): system messages become `system` blocks, tool
+//! calls `toolUse`, tool results `toolResult` blocks of a user turn
+//! (consecutive turns of one role merged), `tools` a `toolConfig`
+//! (`tool_choice: none` cannot be expressed and is sent as no choice),
+//! images inline `bytes` (Converse takes no image URLs: those are refused
+//! with 400).
 //!
-//! Replies (`response.rs`, `stream.rs`): `reasoningContent` blocks are dropped. Usage: prompt =
-//! `inputTokens` + `cacheReadInputTokens` + `cacheWriteInputTokens`, cached =
-//! `cacheReadInputTokens`. The stream's usage arrives in its last event
-//! (`metadata`), after `messageStop`, so the OpenAI terminal chunks are
-//! written then (or when the upstream ends).
+//! Replies (`response.rs`, `stream.rs`): `reasoningContent` blocks are
+//! dropped. Usage: prompt = `inputTokens` + `cacheReadInputTokens` +
+//! `cacheWriteInputTokens`, cached = `cacheReadInputTokens`. The stream's
+//! usage arrives in its last event (`metadata`), after `messageStop`, so
+//! the OpenAI terminal chunks are written then (or when the upstream ends).
 
 mod request;
 mod response;

@@ -2,21 +2,23 @@
 //! `:streamGenerateContent?alt=sse` and `:batchEmbedContents`, base defaulting
 //! to `https://generativelanguage.googleapis.com/v1beta`; key in `x-goog-api-key`.
 //!
-//! Requests: `assistant` turns become `model` turns, `system`/`developer`
-//! messages the `systemInstruction`, tools `functionDeclarations` (their
-//! `parameters` passed as given: Gemini accepts an OpenAPI subset of JSON
-//! Schema), tool results `functionResponse` parts named after the call they
-//! answer (looked up by `tool_call_id` in the request's assistant turns; a
-//! result that is not a JSON object is wrapped as `{"content": text}`).
-//! Image URLs go as `fileData` (Gemini fetches only URLs it supports), data
-//! URLs as `inlineData`.
+//! Requests (`request.rs`): `assistant` turns become `model` turns,
+//! `system`/`developer` messages the `systemInstruction`, tools
+//! `functionDeclarations` (their `parameters` passed as given: Gemini
+//! accepts an OpenAPI subset of JSON Schema), tool results
+//! `functionResponse` parts named after the call they answer (looked up by
+//! `tool_call_id` in the request's assistant turns; a result that is not a
+//! JSON object is wrapped as `{"content": text}`). Image URLs go as
+//! `fileData` (Gemini fetches only URLs it supports), data URLs as
+//! `inlineData`.
 //!
-//! Replies: Gemini gives calls no ids, so sluice makes them (`call_...`).
-//! `thought` parts are dropped. A `STOP` with function calls is
-//! `tool_calls`; safety-like finish reasons and a blocked prompt are
-//! `content_filter`. Usage: prompt = `promptTokenCount` (cached included),
-//! completion = `candidatesTokenCount` + `thoughtsTokenCount` (OpenAI counts
-//! reasoning as completion), cached = `cachedContentTokenCount`.
+//! Replies (`response.rs`, `stream.rs`): Gemini gives calls no ids, so
+//! sluice makes them (`call_...`). `thought` parts are dropped. A `STOP`
+//! with function calls is `tool_calls`; safety-like finish reasons and a
+//! blocked prompt are `content_filter`. Usage: prompt = `promptTokenCount`
+//! (cached included), completion = `candidatesTokenCount` +
+//! `thoughtsTokenCount` (OpenAI counts reasoning as completion), cached =
+//! `cachedContentTokenCount`.
 
 mod request;
 mod response;

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A `generateContent` reply, and each event of a stream.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct GenerateResponse {
@@ -29,6 +30,7 @@ pub(super) struct GenerateResponse {
     pub error: Option<ErrorDetail>,
 }
 
+/// One candidate answer (sluice reads the first).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Candidate {
@@ -38,12 +40,14 @@ pub(super) struct Candidate {
     pub finish_reason: Option<String>,
 }
 
+/// A candidate's content.
 #[derive(Deserialize)]
 pub(super) struct CandidateContent {
     #[serde(default)]
     pub parts: Vec<RespPart>,
 }
 
+/// One part of a candidate: text, a thought, or a function call.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct RespPart {
@@ -55,6 +59,7 @@ pub(super) struct RespPart {
     pub function_call: Option<RespCall>,
 }
 
+/// A function call, with an id only when Gemini gives one.
 #[derive(Deserialize)]
 pub(super) struct RespCall {
     pub name: String,
@@ -64,6 +69,7 @@ pub(super) struct RespCall {
     pub id: Option<String>,
 }
 
+/// Why the prompt was blocked, if it was.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct PromptFeedback {

@@ -18,8 +18,8 @@ pub(crate) use headers::{encode_segment, Base};
 #[cfg(test)]
 pub(crate) use stream::StreamTranslation;
 pub(crate) use stream::{StreamFormat, ToolCalls};
-pub use translator::ResponseTranslator;
 pub(crate) use translator::ReplyFormat;
+pub use translator::ResponseTranslator;
 pub(crate) use turns::{push_turn, ContentTurn, Turn};
 
 use crate::{Endpoint, ProviderError, RoutingFields, UpstreamError};
