@@ -26,7 +26,10 @@ pub use access::{
 };
 pub use error::ConfigError;
 pub use ledger::{DecimalText, LedgerConfig, RawLedger, RawPrice};
-pub use presets::{bedrock_base_url, find_preset, Preset, PRESETS};
+pub use presets::{
+    bedrock_base_url, find_preset, Preset, ANTHROPIC_DEFAULT_MAX_TOKENS, ANTHROPIC_DEFAULT_VERSION,
+    AZURE_DEFAULT_API_VERSION, PRESETS,
+};
 pub use routing::{Balance, BreakerSettings, ModelRoute, RouteStep, RouteTarget, RoutingSettings};
 pub use secret::Secret;
 pub use streams::{RawStreams, StreamSettings};

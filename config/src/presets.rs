@@ -1,6 +1,8 @@
 //! The upstream `kind`s sluice knows: each one's wire format, default base
-//! URL and whether it needs a key. OpenAI-compatible vendors are data here,
-//! sharing the one OpenAI implementation in `providers/`.
+//! URL and whether it needs a key, and the defaults of the wire formats'
+//! own settings (the one place they are written; `providers/` re-exports
+//! them). OpenAI-compatible vendors are data here, sharing the one OpenAI
+//! implementation in `providers/`.
 
 /// A named default for an upstream `kind`: its wire format and base URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,3 +90,13 @@ pub fn find_preset(name: &str) -> Option<&'static Preset> {
 pub fn bedrock_base_url(region: &str) -> String {
     format!("https://bedrock-runtime.{region}.amazonaws.com")
 }
+
+/// Azure's `api-version` when config gives none (Azure's latest GA at writing).
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// Anthropic's `anthropic-version` header when config gives none.
+pub const ANTHROPIC_DEFAULT_VERSION: &str = "2023-06-01";
+
+/// Anthropic's `max_tokens` when neither the client nor config gives one
+/// (Anthropic requires the field).
+pub const ANTHROPIC_DEFAULT_MAX_TOKENS: u64 = 4096;

@@ -187,14 +187,17 @@ fn upstream_kind(
             api_version: up
                 .api_version
                 .clone()
-                .unwrap_or_else(|| "2024-10-21".to_string()),
+                .unwrap_or_else(|| crate::presets::AZURE_DEFAULT_API_VERSION.to_string()),
         },
         "anthropic" => UpstreamKind::Anthropic {
             version: up
                 .anthropic_version
                 .clone()
-                .unwrap_or_else(|| "2023-06-01".to_string()),
-            default_max_tokens: up.default_max_tokens.unwrap_or(4096).max(1),
+                .unwrap_or_else(|| crate::presets::ANTHROPIC_DEFAULT_VERSION.to_string()),
+            default_max_tokens: up
+                .default_max_tokens
+                .unwrap_or(crate::presets::ANTHROPIC_DEFAULT_MAX_TOKENS)
+                .max(1),
         },
         "gemini" => UpstreamKind::Gemini,
         "bedrock" => {

@@ -3,17 +3,20 @@
 //! the key in an `api-key` header. The upstream model name is the deployment;
 //! bodies and replies pass through as for OpenAI.
 
-use crate::adapter::{encode_segment, Base};
-use crate::Endpoint;
+use crate::wire::{
+    encode_segment, Base, ReplyContext, ResponseTranslator, UpstreamRequest, WireFormat,
+};
+use crate::{Endpoint, ProviderError, RoutingFields, UpstreamError};
+use bytes::Bytes;
 use sluice_config::UpstreamSettings;
 
 /// The `api-version` used when config gives none (Azure's latest GA at writing).
-pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+pub const DEFAULT_API_VERSION: &str = sluice_config::AZURE_DEFAULT_API_VERSION;
 
 /// An Azure OpenAI resource.
 #[derive(Debug, Clone)]
 pub struct Azure {
-    pub(crate) base: Base,
+    base: Base,
     /// Already percent-encoded.
     api_version: String,
 }
@@ -36,6 +39,45 @@ impl Azure {
             endpoint.suffix(),
             self.api_version
         )
+    }
+}
+
+impl WireFormat for Azure {
+    fn label(&self) -> &'static str {
+        "azure"
+    }
+
+    fn is_passthrough(&self) -> bool {
+        true
+    }
+
+    fn host_header(&self) -> &str {
+        &self.base.host_header
+    }
+
+    fn build_request(
+        &self,
+        endpoint: Endpoint,
+        body: &Bytes,
+        fields: &RoutingFields,
+        upstream_model: &str,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Ok(UpstreamRequest::passthrough(
+            endpoint,
+            body,
+            fields,
+            upstream_model,
+            self.path(endpoint, upstream_model),
+            self.base.headers.clone(),
+        ))
+    }
+
+    fn response_translator(&self, reply: &ReplyContext, status: u16) -> ResponseTranslator {
+        ResponseTranslator::passthrough(reply, status)
+    }
+
+    fn translate_error(&self, status: u16, body: &[u8]) -> UpstreamError {
+        UpstreamError::from_openai_body(status, body)
     }
 }
 

@@ -141,6 +141,33 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// The non-empty text parts of a system message (anything but text refused),
+    /// for providers that take system instructions as text blocks.
+    pub fn system_texts(&self) -> Result<Vec<&str>, ProviderError> {
+        let mut texts = Vec::new();
+        for part in self.parts() {
+            match part {
+                PartRef::Text("") => {}
+                PartRef::Text(t) => texts.push(t),
+                PartRef::Image(_) | PartRef::Unsupported => {
+                    return Err(ProviderError::Unsupported {
+                        detail: "system messages must be text".into(),
+                    })
+                }
+            }
+        }
+        Ok(texts)
+    }
+
+    /// The id of the tool call a `tool` (or legacy `function`) message
+    /// answers: `tool_call_id`, else `name`, else empty.
+    pub fn answered_call_id(&self) -> &str {
+        self.tool_call_id
+            .as_deref()
+            .or(self.name.as_deref())
+            .unwrap_or_default()
+    }
+
     /// The text of the message, parts joined (images etc. refused).
     pub fn text(&self) -> Result<String, ProviderError> {
         let mut out = String::new();
@@ -293,6 +320,14 @@ pub(crate) struct FunctionDef<'a> {
 
 /// The JSON schema used when a tool declares no parameters.
 pub(crate) const EMPTY_SCHEMA: &str = r#"{"type":"object","properties":{}}"#;
+
+/// [`EMPTY_SCHEMA`] as raw JSON, for providers that require a schema.
+pub(crate) fn empty_schema() -> Result<&'static RawValue, ProviderError> {
+    // A constant that parses; the error arm is unreachable in practice.
+    serde_json::from_str(EMPTY_SCHEMA).map_err(|e| ProviderError::Unsupported {
+        detail: e.to_string(),
+    })
+}
 
 /// `tool_choice`.
 #[derive(Debug, Deserialize)]

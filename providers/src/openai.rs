@@ -2,7 +2,9 @@
 //! sluice): the request goes out as the client sent it, with the target's
 //! base path, credentials and extra headers.
 
-use crate::Endpoint;
+use crate::wire::{ReplyContext, ResponseTranslator, UpstreamRequest, WireFormat};
+use crate::{Endpoint, ProviderError, RoutingFields, UpstreamError};
+use bytes::Bytes;
 use sluice_config::UpstreamSettings;
 
 /// Headers a client sends that must not travel upstream: hop-by-hop headers
@@ -98,6 +100,45 @@ impl OpenAiCompatible {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             )
+    }
+}
+
+impl WireFormat for OpenAiCompatible {
+    fn label(&self) -> &'static str {
+        "openai"
+    }
+
+    fn is_passthrough(&self) -> bool {
+        true
+    }
+
+    fn host_header(&self) -> &str {
+        &self.host_header
+    }
+
+    fn build_request(
+        &self,
+        endpoint: Endpoint,
+        body: &Bytes,
+        fields: &RoutingFields,
+        upstream_model: &str,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        Ok(UpstreamRequest::passthrough(
+            endpoint,
+            body,
+            fields,
+            upstream_model,
+            self.path(endpoint),
+            self.wire_headers.clone(),
+        ))
+    }
+
+    fn response_translator(&self, reply: &ReplyContext, status: u16) -> ResponseTranslator {
+        ResponseTranslator::passthrough(reply, status)
+    }
+
+    fn translate_error(&self, status: u16, body: &[u8]) -> UpstreamError {
+        UpstreamError::from_openai_body(status, body)
     }
 }
 

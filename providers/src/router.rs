@@ -8,8 +8,8 @@
 //! (breaker, `retry-after` cool-down) is decided when it is tried, through
 //! [`UpstreamHealth::begin`].
 
-use crate::adapter::Provider;
 use crate::health::UpstreamHealth;
+use crate::provider::Provider;
 use crate::ProviderError;
 use rand::Rng;
 use sluice_config::{

@@ -182,6 +182,24 @@ impl UpstreamError {
         out.extend_from_slice(b"\n\n");
         Bytes::from(out)
     }
+
+    /// Reads an error reply in OpenAI's own shape (`{"error":{"message":..}}`,
+    /// from OpenAI-compatible and Azure upstreams), classified by `status`.
+    pub(crate) fn from_openai_body(status: u16, body: &[u8]) -> Self {
+        #[derive(serde::Deserialize)]
+        struct E {
+            error: Option<M>,
+        }
+        #[derive(serde::Deserialize)]
+        struct M {
+            message: Option<String>,
+        }
+        let message = serde_json::from_slice::<E>(body)
+            .ok()
+            .and_then(|e| e.error)
+            .and_then(|m| m.message);
+        UpstreamError::new(UpstreamErrorKind::from_status(status), message.as_deref())
+    }
 }
 
 #[cfg(test)]

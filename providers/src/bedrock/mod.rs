@@ -3,29 +3,40 @@
 //! signed with SigV4 (service `bedrock`), base defaulting to
 //! `https://bedrock-runtime.{region}.amazonaws.com`.
 //!
-//! Requests: system messages become `system` blocks, tool calls `toolUse`,
-//! tool results `toolResult` blocks of a user turn (consecutive turns of
-//! one role merged), `tools` a `toolConfig` (`tool_choice: none` cannot be
-//! expressed and is sent as no choice), images inline `bytes` (Converse
-//! takes no image URLs: those are refused with 400).
+//! Requests (`request.rs`): system messages become `system` blocks, tool
+//! calls `toolUse`, tool results `toolResult` blocks of a user turn
+//! (consecutive turns of one role merged), `tools` a `toolConfig`
+//! (`tool_choice: none` cannot be expressed and is sent as no choice),
+//! images inline `bytes` (Converse takes no image URLs: those are refused
+//! with 400).
 //!
-//! Replies: `reasoningContent` blocks are dropped. Usage: prompt =
-//! `inputTokens` + `cacheReadInputTokens` + `cacheWriteInputTokens`, cached =
-//! `cacheReadInputTokens`. The stream's usage arrives in its last event
-//! (`metadata`), after `messageStop`, so the OpenAI terminal chunks are
-//! written then (or when the upstream ends).
+//! Replies (`response.rs`, `stream.rs`): `reasoningContent` blocks are
+//! dropped. Usage: prompt = `inputTokens` + `cacheReadInputTokens` +
+//! `cacheWriteInputTokens`, cached = `cacheReadInputTokens`. The stream's
+//! usage arrives in its last event (`metadata`), after `messageStop`, so
+//! the OpenAI terminal chunks are written then (or when the upstream ends).
 
-use crate::adapter::{encode_segment, Base, ReplyContext};
-use crate::chat::{to_json, ChatRequest, Image, PartRef, Role, ToolMode, EMPTY_SCHEMA};
-use crate::chunk::{ChunkWriter, Completion, FinishReason, ToolCallOut};
-use crate::eventstream::Decoder;
-use crate::{Endpoint, ProviderError, UpstreamError, UpstreamErrorKind, Usage};
-use bytes::{Bytes, BytesMut};
+mod request;
+mod response;
+mod stream;
+
+use crate::chat::{to_json, ChatRequest};
+use crate::wire::{
+    encode_segment, Base, ReplyContext, ReplyFormat, ResponseTranslator, StreamFormat,
+    UpstreamRequest, WireFormat,
+};
+use crate::{Endpoint, ProviderError, RoutingFields, UpstreamError};
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use sluice_config::{Secret, UpstreamSettings};
 use std::time::SystemTime;
+
+/// How Bedrock replies are read.
+const REPLY: ReplyFormat = ReplyFormat {
+    whole: response::response,
+    error: response::error,
+    stream: StreamFormat::EventStream(stream::on_message),
+};
 
 /// The SigV4 service name of the Bedrock runtime.
 pub const SIGNING_SERVICE: &str = "bedrock";
@@ -51,7 +62,7 @@ pub struct Credentials {
 /// A Bedrock runtime endpoint.
 #[derive(Debug, Clone)]
 pub struct Bedrock {
-    pub(crate) base: Base,
+    base: Base,
     credentials: Credentials,
 }
 
@@ -65,7 +76,7 @@ impl Bedrock {
     }
 
     /// The path and body for one request.
-    pub(crate) fn request(
+    fn request(
         &self,
         endpoint: Endpoint,
         body: &[u8],
@@ -78,7 +89,7 @@ impl Bedrock {
             });
         }
         let chat = ChatRequest::parse(body)?;
-        let out = to_converse(&chat)?;
+        let out = request::to_converse(&chat)?;
         let action = if stream {
             "converse-stream"
         } else {
@@ -95,7 +106,7 @@ impl Bedrock {
     /// The fixed headers plus `content-type` and the SigV4 headers
     /// (`authorization`, `x-amz-date`, `x-amz-security-token`) for `body`
     /// sent to `path` at `now`.
-    pub(crate) fn signed_headers(
+    fn signed_headers(
         &self,
         path: &str,
         body: &[u8],
@@ -151,406 +162,46 @@ impl Bedrock {
     }
 }
 
-// ---- request types ----
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ConverseRequest<'a> {
-    messages: Vec<Turn<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    system: Vec<TextOnly<'a>>,
-    inference_config: InferenceConfig<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_config: Option<ToolConfig<'a>>,
-}
-
-#[derive(Serialize)]
-struct TextOnly<'a> {
-    text: &'a str,
-}
-
-#[derive(Serialize)]
-struct Turn<'a> {
-    role: &'static str,
-    content: Vec<Block<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-enum Block<'a> {
-    Text(&'a str),
-    Image(ImageBlock<'a>),
-    ToolUse(ToolUse<'a>),
-    ToolResult(ToolResult<'a>),
-}
-
-#[derive(Serialize)]
-struct ImageBlock<'a> {
-    format: &'a str,
-    source: ImageBytes<'a>,
-}
-
-#[derive(Serialize)]
-struct ImageBytes<'a> {
-    /// Base64, as Bedrock's JSON protocol encodes blobs.
-    bytes: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ToolUse<'a> {
-    tool_use_id: &'a str,
-    name: &'a str,
-    input: Box<RawValue>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ToolResult<'a> {
-    tool_use_id: &'a str,
-    content: Vec<TextOnlyOwned>,
-}
-
-#[derive(Serialize)]
-struct TextOnlyOwned {
-    text: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct InferenceConfig<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    stop_sequences: Vec<&'a str>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ToolConfig<'a> {
-    tools: Vec<ToolEntry<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<Choice<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ToolEntry<'a> {
-    tool_spec: ToolSpec<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ToolSpec<'a> {
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
-    input_schema: Schema<'a>,
-}
-
-#[derive(Serialize)]
-struct Schema<'a> {
-    json: &'a RawValue,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-enum Choice<'a> {
-    Auto(Empty),
-    Any(Empty),
-    Tool(Named<'a>),
-}
-
-#[derive(Serialize)]
-struct Empty {}
-
-#[derive(Serialize)]
-struct Named<'a> {
-    name: &'a str,
-}
-
-fn push_turn<'a>(turns: &mut Vec<Turn<'a>>, role: &'static str, blocks: Vec<Block<'a>>) {
-    if blocks.is_empty() {
-        return;
+impl WireFormat for Bedrock {
+    fn label(&self) -> &'static str {
+        "bedrock"
     }
-    match turns.last_mut() {
-        Some(last) if last.role == role => last.content.extend(blocks),
-        _ => turns.push(Turn {
-            role,
-            content: blocks,
-        }),
+
+    fn host_header(&self) -> &str {
+        &self.base.host_header
+    }
+
+    fn build_request(
+        &self,
+        endpoint: Endpoint,
+        body: &Bytes,
+        fields: &RoutingFields,
+        upstream_model: &str,
+    ) -> Result<UpstreamRequest, ProviderError> {
+        let (path, out) = self.request(endpoint, body, fields.stream, upstream_model)?;
+        let headers = self.signed_headers(&path, &out, SystemTime::now())?;
+        Ok(UpstreamRequest::translated(
+            endpoint,
+            fields,
+            upstream_model,
+            path,
+            headers,
+            out,
+        ))
+    }
+
+    fn response_translator(&self, reply: &ReplyContext, status: u16) -> ResponseTranslator {
+        ResponseTranslator::translated(reply, status, REPLY)
+    }
+
+    fn translate_error(&self, status: u16, body: &[u8]) -> UpstreamError {
+        response::error(status, body)
     }
 }
-
-fn blocks_of<'a>(parts: Vec<PartRef<'a>>) -> Result<Vec<Block<'a>>, ProviderError> {
-    let mut out = Vec::with_capacity(parts.len());
-    for part in parts {
-        match part {
-            PartRef::Text("") => {}
-            PartRef::Text(t) => out.push(Block::Text(t)),
-            PartRef::Image(url) => match Image::parse(url)? {
-                Image::Base64 { media_type, data } => {
-                    let format = media_type.strip_prefix("image/").unwrap_or(media_type);
-                    let format = if format == "jpg" { "jpeg" } else { format };
-                    out.push(Block::Image(ImageBlock {
-                        format,
-                        source: ImageBytes { bytes: data },
-                    }));
-                }
-                Image::Url(_) => {
-                    return Err(ProviderError::Unsupported {
-                        detail: "Bedrock takes images inline only: send a base64 data: URL".into(),
-                    })
-                }
-            },
-            PartRef::Unsupported => {
-                return Err(ProviderError::Unsupported {
-                    detail: "Bedrock accepts text and image content parts only here".into(),
-                })
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn to_converse<'a>(chat: &'a ChatRequest<'a>) -> Result<ConverseRequest<'a>, ProviderError> {
-    let mut system = Vec::new();
-    let mut turns: Vec<Turn<'a>> = Vec::with_capacity(chat.messages.len());
-    for m in &chat.messages {
-        match m.role {
-            Role::System | Role::Developer => {
-                for part in m.parts() {
-                    match part {
-                        PartRef::Text(t) if !t.is_empty() => system.push(TextOnly { text: t }),
-                        PartRef::Text(_) => {}
-                        _ => {
-                            return Err(ProviderError::Unsupported {
-                                detail: "system messages must be text".into(),
-                            })
-                        }
-                    }
-                }
-            }
-            Role::User => push_turn(&mut turns, "user", blocks_of(m.parts())?),
-            Role::Assistant => {
-                let mut blocks = blocks_of(m.parts())?;
-                for call in m.tool_calls() {
-                    blocks.push(Block::ToolUse(ToolUse {
-                        tool_use_id: &call.id,
-                        name: &call.function.name,
-                        input: call.function.arguments_object()?,
-                    }));
-                }
-                push_turn(&mut turns, "assistant", blocks);
-            }
-            Role::Tool | Role::Function => {
-                let id = m
-                    .tool_call_id
-                    .as_deref()
-                    .or(m.name.as_deref())
-                    .unwrap_or_default();
-                let block = Block::ToolResult(ToolResult {
-                    tool_use_id: id,
-                    content: vec![TextOnlyOwned { text: m.text()? }],
-                });
-                push_turn(&mut turns, "user", vec![block]);
-            }
-        }
-    }
-    let empty: &RawValue =
-        serde_json::from_str(EMPTY_SCHEMA).map_err(|e| ProviderError::Unsupported {
-            detail: e.to_string(),
-        })?;
-    let tools: Vec<ToolEntry<'a>> = chat
-        .tools()
-        .iter()
-        .map(|t| ToolEntry {
-            tool_spec: ToolSpec {
-                name: &t.function.name,
-                description: t.function.description.as_deref(),
-                input_schema: Schema {
-                    json: t.function.parameters.unwrap_or(empty),
-                },
-            },
-        })
-        .collect();
-    let tool_choice = match chat.tool_choice.as_ref().map(|c| c.mode()).transpose()? {
-        None | Some(ToolMode::None) => None,
-        Some(ToolMode::Auto) => Some(Choice::Auto(Empty {})),
-        Some(ToolMode::Required) => Some(Choice::Any(Empty {})),
-        Some(ToolMode::Function(name)) => Some(Choice::Tool(Named { name })),
-    };
-    Ok(ConverseRequest {
-        messages: turns,
-        system,
-        inference_config: InferenceConfig {
-            max_tokens: chat.max_output_tokens(),
-            temperature: chat.temperature.map(|t| t.min(1.0)),
-            top_p: chat.top_p,
-            stop_sequences: chat.stop_sequences(),
-        },
-        tool_config: (!tools.is_empty()).then_some(ToolConfig { tools, tool_choice }),
-    })
-}
-
-// ---- response types ----
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ConverseResponse {
-    #[serde(default)]
-    output: Option<Output>,
-    #[serde(default)]
-    stop_reason: Option<String>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-}
-
-#[derive(Deserialize)]
-struct Output {
-    #[serde(default)]
-    message: Option<OutMessage>,
-}
-
-#[derive(Deserialize)]
-struct OutMessage {
-    #[serde(default)]
-    content: Vec<OutBlock>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OutBlock {
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    tool_use: Option<OutToolUse>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OutToolUse {
-    tool_use_id: String,
-    name: String,
-    #[serde(default)]
-    input: Option<Box<RawValue>>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "camelCase")]
-struct WireUsage {
-    #[serde(default)]
-    input_tokens: u64,
-    #[serde(default)]
-    output_tokens: u64,
-    #[serde(default)]
-    cache_read_input_tokens: u64,
-    #[serde(default)]
-    cache_write_input_tokens: u64,
-}
-
-impl From<WireUsage> for Usage {
-    fn from(u: WireUsage) -> Self {
-        Usage {
-            prompt_tokens: u.input_tokens + u.cache_read_input_tokens + u.cache_write_input_tokens,
-            completion_tokens: u.output_tokens,
-            cached_prompt_tokens: u.cache_read_input_tokens,
-        }
-    }
-}
-
-fn finish_reason(reason: &str) -> FinishReason {
-    match reason {
-        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
-        "tool_use" => FinishReason::ToolCalls,
-        "guardrail_intervened" | "content_filtered" => FinishReason::ContentFilter,
-        _ => FinishReason::Stop,
-    }
-}
-
-/// A whole 2xx reply, in OpenAI's shape, with its usage.
-pub(crate) fn response(
-    reply: &ReplyContext,
-    body: &[u8],
-) -> Result<(Bytes, Option<Usage>), UpstreamError> {
-    let r: ConverseResponse = serde_json::from_slice(body)
-        .map_err(|_| UpstreamError::new(UpstreamErrorKind::Server, None))?;
-    let usage = r.usage.map(Usage::from);
-    let mut content = String::new();
-    let mut tool_calls = Vec::new();
-    let blocks = r
-        .output
-        .and_then(|o| o.message)
-        .map(|m| m.content)
-        .unwrap_or_default();
-    for block in blocks {
-        if let Some(text) = block.text {
-            content.push_str(&text);
-        }
-        if let Some(t) = block.tool_use {
-            tool_calls.push(ToolCallOut {
-                id: t.tool_use_id,
-                name: t.name,
-                arguments: t.input.map_or_else(|| "{}".into(), |i| i.get().to_string()),
-            });
-        }
-    }
-    let completion = Completion {
-        id: None,
-        model: None,
-        content,
-        tool_calls,
-        finish: finish_reason(r.stop_reason.as_deref().unwrap_or("end_turn")),
-        usage: usage.unwrap_or_default(),
-    };
-    Ok((Bytes::from(completion.to_openai(&reply.model)), usage))
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default, alias = "Message")]
-    message: String,
-}
-
-fn kind_of_status(status: u16) -> UpstreamErrorKind {
-    match status {
-        // ModelErrorException: the model failed, not the request.
-        424 => UpstreamErrorKind::Server,
-        s => UpstreamErrorKind::from_status(s),
-    }
-}
-
-/// An error reply (`{"message": ...}`, the class in a header sluice does
-/// not need: the status says enough).
-pub(crate) fn error(status: u16, body: &[u8]) -> UpstreamError {
-    let message = serde_json::from_slice::<ErrorBody>(body)
-        .ok()
-        .map(|b| b.message);
-    UpstreamError::new(kind_of_status(status), message.as_deref())
-}
-
-fn exception_kind(name: &str) -> UpstreamErrorKind {
-    match name {
-        "throttlingException" => UpstreamErrorKind::RateLimited,
-        "validationException" => UpstreamErrorKind::BadRequest,
-        "serviceUnavailableException" => UpstreamErrorKind::Overloaded,
-        "modelTimeoutException" => UpstreamErrorKind::Timeout,
-        "accessDeniedException" => UpstreamErrorKind::Auth,
-        _ => UpstreamErrorKind::Server,
-    }
-}
-
-mod stream;
-pub(crate) use stream::StreamState;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eventstream::encode_message;
     use serde_json::{json, Value};
     use sluice_config::load_str;
 
@@ -636,66 +287,5 @@ mod tests {
             b.request(Endpoint::Embeddings, b"{}", false, "m"),
             Err(ProviderError::UnsupportedEndpoint { .. })
         ));
-    }
-
-    #[test]
-    fn stream_translates_events_and_exceptions() {
-        let ev = |kind: &str, payload: Value| {
-            encode_message(
-                &[
-                    (":message-type", "event"),
-                    (":event-type", kind),
-                    (":content-type", "application/json"),
-                ],
-                payload.to_string().as_bytes(),
-            )
-        };
-        let mut bytes = Vec::new();
-        bytes.extend(ev("messageStart", json!({"role": "assistant"})));
-        bytes.extend(ev(
-            "contentBlockDelta",
-            json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
-        ));
-        bytes.extend(ev(
-            "contentBlockStart",
-            json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}}),
-        ));
-        bytes.extend(ev(
-            "contentBlockDelta",
-            json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\":1}"}}}),
-        ));
-        bytes.extend(ev("messageStop", json!({"stopReason": "tool_use"})));
-        bytes.extend(ev(
-            "metadata",
-            json!({"usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}}),
-        ));
-        // Byte by byte: framing must survive any split.
-        let mut s = StreamState::default();
-        let mut w = ChunkWriter::new("m", true);
-        let mut out = BytesMut::new();
-        for b in &bytes {
-            s.feed(std::slice::from_ref(b), &mut w, &mut out);
-        }
-        s.finish(&mut w, &mut out);
-        let text = String::from_utf8(out.to_vec()).unwrap();
-        assert!(text.contains(r#""content":"Hi""#));
-        assert!(text.contains(r#""id":"t1""#));
-        assert!(text.contains(r#""finish_reason":"tool_calls""#));
-        assert!(text.contains(r#""total_tokens":7"#));
-        assert!(text.ends_with("data: [DONE]\n\n"));
-
-        let mut s = StreamState::default();
-        let mut w = ChunkWriter::new("m", false);
-        let mut out = BytesMut::new();
-        let exc = encode_message(
-            &[
-                (":message-type", "exception"),
-                (":exception-type", "throttlingException"),
-            ],
-            br#"{"message":"slow down"}"#,
-        );
-        s.feed(&exc, &mut w, &mut out);
-        assert_eq!(s.error().unwrap().status(), 429);
-        assert!(String::from_utf8_lossy(&out).contains("slow down"));
     }
 }

@@ -1,6 +1,15 @@
-//! The Bedrock ConverseStream stream, translated event by event.
+//! The `converse-stream` reply: AWS event-stream messages, translated one
+//! by one into OpenAI chunks. The usage arrives in the last event
+//! (`metadata`), after `messageStop`, so the OpenAI terminal chunks are
+//! written then (or when the upstream ends).
 
-use super::*;
+use super::response::{exception_kind, finish_reason, WireUsage};
+use crate::chunk::ChunkWriter;
+use crate::eventstream::Message;
+use crate::wire::ToolCalls;
+use crate::{UpstreamError, UpstreamErrorKind};
+use bytes::BytesMut;
+use serde::Deserialize;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -48,122 +57,135 @@ struct DeltaToolUse {
     input: String,
 }
 
-/// Translation state of one Bedrock ConverseStream.
-#[derive(Debug, Default)]
-pub(crate) struct StreamState {
-    frames: Decoder,
-    /// (content block index, OpenAI tool call index) of each toolUse block.
-    tools: Vec<(u32, u32)>,
-    error: Option<UpstreamError>,
+/// One message: written as OpenAI chunks, or the exception it carried.
+pub(super) fn on_message(
+    tools: &mut ToolCalls,
+    m: &Message,
+    w: &mut ChunkWriter,
+    out: &mut BytesMut,
+) -> Result<(), UpstreamError> {
+    let parsed = serde_json::from_slice::<StreamEvent>(&m.payload);
+    match m.header(":message-type") {
+        Some("event") => {}
+        Some("exception") => {
+            let kind = exception_kind(m.header(":exception-type").unwrap_or_default());
+            let message = parsed.ok().and_then(|e| e.message);
+            return Err(UpstreamError::new(kind, message.as_deref()));
+        }
+        _ => {
+            let message = m.header(":error-message");
+            return Err(UpstreamError::new(UpstreamErrorKind::Server, message));
+        }
+    }
+    let Ok(ev) = parsed else { return Ok(()) };
+    match m.header(":event-type").unwrap_or_default() {
+        "messageStart" => w.start(out),
+        "contentBlockStart" => {
+            if let (Some(index), Some(t)) =
+                (ev.content_block_index, ev.start.and_then(|s| s.tool_use))
+            {
+                let tool = tools.open(index);
+                w.tool_start(tool, &t.tool_use_id, &t.name, out);
+            }
+        }
+        "contentBlockDelta" => {
+            let Some(delta) = ev.delta else {
+                return Ok(());
+            };
+            if let Some(text) = &delta.text {
+                w.text(text, out);
+            }
+            if let Some(t) = delta.tool_use {
+                if let Some(tool) = ev.content_block_index.and_then(|i| tools.of_block(i)) {
+                    w.tool_args(tool, &t.input, out);
+                }
+            }
+            // reasoningContent deltas: dropped.
+        }
+        "messageStop" => {
+            w.set_finish(finish_reason(
+                ev.stop_reason.as_deref().unwrap_or("end_turn"),
+            ));
+        }
+        "metadata" => {
+            if let Some(u) = ev.usage {
+                w.set_usage(u.into());
+            }
+            if w.has_finish() {
+                w.end(out);
+            }
+        }
+        // contentBlockStop, unknown future events.
+        _ => {}
+    }
+    Ok(())
 }
 
-impl StreamState {
-    /// Takes upstream bytes; appends OpenAI events to `out`.
-    pub fn feed(&mut self, chunk: &[u8], w: &mut ChunkWriter, out: &mut BytesMut) {
-        if self.error.is_some() {
-            return;
-        }
-        self.frames.feed(chunk);
-        loop {
-            match self.frames.next_message() {
-                Ok(Some(m)) => self.on_message(&m, w, out),
-                Ok(None) => break,
-                Err(_) => {
-                    self.fail(UpstreamError::new(UpstreamErrorKind::Server, None), w, out);
-                    break;
-                }
-            }
-            if self.error.is_some() {
-                break;
-            }
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventstream::encode_message;
+    use crate::wire::{StreamFormat, StreamTranslation};
+    use serde_json::{json, Value};
 
-    /// The upstream ended: complete the stream if it had stopped.
-    pub fn finish(&mut self, w: &mut ChunkWriter, out: &mut BytesMut) {
-        if self.error.is_none() && w.has_finish() {
-            w.end(out);
+    #[test]
+    fn stream_translates_events_and_exceptions() {
+        let ev = |kind: &str, payload: Value| {
+            encode_message(
+                &[
+                    (":message-type", "event"),
+                    (":event-type", kind),
+                    (":content-type", "application/json"),
+                ],
+                payload.to_string().as_bytes(),
+            )
+        };
+        let mut bytes = Vec::new();
+        bytes.extend(ev("messageStart", json!({"role": "assistant"})));
+        bytes.extend(ev(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": "Hi"}}),
+        ));
+        bytes.extend(ev(
+            "contentBlockStart",
+            json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}}),
+        ));
+        bytes.extend(ev(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\":1}"}}}),
+        ));
+        bytes.extend(ev("messageStop", json!({"stopReason": "tool_use"})));
+        bytes.extend(ev(
+            "metadata",
+            json!({"usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7}}),
+        ));
+        // Byte by byte: framing must survive any split.
+        let mut s = StreamTranslation::new(StreamFormat::EventStream(on_message));
+        let mut w = ChunkWriter::new("m", true);
+        let mut out = BytesMut::new();
+        for b in &bytes {
+            s.feed(std::slice::from_ref(b), &mut w, &mut out);
         }
-    }
+        s.finish(&mut w, &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.contains(r#""content":"Hi""#));
+        assert!(text.contains(r#""id":"t1""#));
+        assert!(text.contains(r#""finish_reason":"tool_calls""#));
+        assert!(text.contains(r#""total_tokens":7"#));
+        assert!(text.ends_with("data: [DONE]\n\n"));
 
-    /// The exception seen, if any.
-    pub fn error(&self) -> Option<&UpstreamError> {
-        self.error.as_ref()
-    }
-
-    fn fail(&mut self, e: UpstreamError, w: &mut ChunkWriter, out: &mut BytesMut) {
-        w.error(&e, out);
-        self.error = Some(e);
-    }
-
-    fn on_message(
-        &mut self,
-        m: &crate::eventstream::Message,
-        w: &mut ChunkWriter,
-        out: &mut BytesMut,
-    ) {
-        let parsed = serde_json::from_slice::<StreamEvent>(&m.payload);
-        match m.header(":message-type") {
-            Some("event") => {}
-            Some("exception") => {
-                let kind = exception_kind(m.header(":exception-type").unwrap_or_default());
-                let message = parsed.ok().and_then(|e| e.message);
-                self.fail(UpstreamError::new(kind, message.as_deref()), w, out);
-                return;
-            }
-            _ => {
-                let message = m.header(":error-message");
-                self.fail(
-                    UpstreamError::new(UpstreamErrorKind::Server, message),
-                    w,
-                    out,
-                );
-                return;
-            }
-        }
-        let Ok(ev) = parsed else { return };
-        match m.header(":event-type").unwrap_or_default() {
-            "messageStart" => w.start(out),
-            "contentBlockStart" => {
-                if let (Some(index), Some(t)) =
-                    (ev.content_block_index, ev.start.and_then(|s| s.tool_use))
-                {
-                    let tool = self.tools.len() as u32;
-                    self.tools.push((index, tool));
-                    w.tool_start(tool, &t.tool_use_id, &t.name, out);
-                }
-            }
-            "contentBlockDelta" => {
-                let Some(delta) = ev.delta else { return };
-                if let Some(text) = &delta.text {
-                    w.text(text, out);
-                }
-                if let Some(t) = delta.tool_use {
-                    let tool = ev
-                        .content_block_index
-                        .and_then(|i| self.tools.iter().find(|(b, _)| *b == i))
-                        .map(|(_, t)| *t);
-                    if let Some(tool) = tool {
-                        w.tool_args(tool, &t.input, out);
-                    }
-                }
-                // reasoningContent deltas: dropped.
-            }
-            "messageStop" => {
-                w.set_finish(finish_reason(
-                    ev.stop_reason.as_deref().unwrap_or("end_turn"),
-                ));
-            }
-            "metadata" => {
-                if let Some(u) = ev.usage {
-                    w.set_usage(u.into());
-                }
-                if w.has_finish() {
-                    w.end(out);
-                }
-            }
-            // contentBlockStop, unknown future events.
-            _ => {}
-        }
+        let mut s = StreamTranslation::new(StreamFormat::EventStream(on_message));
+        let mut w = ChunkWriter::new("m", false);
+        let mut out = BytesMut::new();
+        let exc = encode_message(
+            &[
+                (":message-type", "exception"),
+                (":exception-type", "throttlingException"),
+            ],
+            br#"{"message":"slow down"}"#,
+        );
+        s.feed(&exc, &mut w, &mut out);
+        assert_eq!(s.error().unwrap().status(), 429);
+        assert!(String::from_utf8_lossy(&out).contains("slow down"));
     }
 }

@@ -2,8 +2,6 @@
 //! Gemini): fed bytes as they arrive, it hands out each complete event and
 //! keeps only the unterminated tail.
 
-use crate::chunk::ChunkWriter;
-use crate::upstream_error::UpstreamError;
 use bytes::{Buf, BytesMut};
 
 /// Largest unterminated event held before the stream is declared broken.
@@ -130,76 +128,5 @@ mod tests {
             assert_eq!(got[1].data, b"1\n2");
             assert_eq!(got[2].data, b"tail");
         }
-    }
-}
-
-/// One provider's translation of its stream events into OpenAI chunks.
-pub(crate) trait EventTranslator: Default {
-    /// The error for a stream that cannot be decoded at all.
-    fn unreadable() -> UpstreamError;
-
-    /// Translates one event's `data` into OpenAI events on `out`, or returns
-    /// the provider error the event carried.
-    fn on_event(
-        &mut self,
-        data: &[u8],
-        w: &mut ChunkWriter,
-        out: &mut BytesMut,
-    ) -> Result<(), UpstreamError>;
-}
-
-/// What every SSE-speaking provider stream shares: decoding events as bytes
-/// arrive, stopping at the first error (written once, as an OpenAI error
-/// event), and ending the OpenAI stream only if a finish reason went by.
-#[derive(Debug, Default)]
-pub(crate) struct SseTranslation<T> {
-    sse: SseDecoder,
-    events: T,
-    error: Option<UpstreamError>,
-}
-
-impl<T: EventTranslator> SseTranslation<T> {
-    /// Takes upstream bytes; appends OpenAI events to `out`.
-    pub fn feed(&mut self, chunk: &[u8], w: &mut ChunkWriter, out: &mut BytesMut) {
-        if self.error.is_some() {
-            return;
-        }
-        if self.sse.feed(chunk).is_err() {
-            self.fail(T::unreadable(), w, out);
-            return;
-        }
-        while let Some(event) = self.sse.next_event() {
-            self.on_event(&event.data, w, out);
-        }
-    }
-
-    /// The upstream ended: flush the last event, and end the OpenAI stream
-    /// if a finish reason went by (a cut stream gets no `[DONE]`).
-    pub fn finish(&mut self, w: &mut ChunkWriter, out: &mut BytesMut) {
-        if let Some(event) = self.sse.finish() {
-            self.on_event(&event.data, w, out);
-        }
-        if w.has_finish() {
-            w.end(out);
-        }
-    }
-
-    /// The error event seen, if any.
-    pub fn error(&self) -> Option<&UpstreamError> {
-        self.error.as_ref()
-    }
-
-    fn on_event(&mut self, data: &[u8], w: &mut ChunkWriter, out: &mut BytesMut) {
-        if self.error.is_some() {
-            return;
-        }
-        if let Err(e) = self.events.on_event(data, w, out) {
-            self.fail(e, w, out);
-        }
-    }
-
-    fn fail(&mut self, e: UpstreamError, w: &mut ChunkWriter, out: &mut BytesMut) {
-        w.error(&e, out);
-        self.error = Some(e);
     }
 }

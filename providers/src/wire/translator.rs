@@ -1,0 +1,253 @@
+//! The way back: one upstream reply rewritten for the client as its bytes
+//! arrive. OpenAI-format replies pass through untouched (only usage is
+//! read); the others are rewritten into OpenAI JSON or
+//! `chat.completion.chunk` SSE by their provider's [`ReplyFormat`].
+
+use super::stream::{StreamFormat, StreamTranslation};
+use super::ReplyContext;
+use crate::chunk::ChunkWriter;
+use crate::{Endpoint, UpstreamError, UpstreamErrorKind, Usage, UsageTracker};
+use bytes::{Bytes, BytesMut};
+
+/// Largest non-stream body buffered for translation.
+const MAX_BODY: usize = 32 * 1024 * 1024;
+/// Largest error body read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A provider's code for a whole 2xx body: the OpenAI reply and the
+/// provider's usage, if it reported one.
+pub(crate) type WholeReply =
+    fn(&ReplyContext, &[u8]) -> Result<(Bytes, Option<Usage>), UpstreamError>;
+
+/// A provider's code for an error body (`status` not 2xx).
+pub(crate) type ErrorReply = fn(u16, &[u8]) -> UpstreamError;
+
+/// How a translated wire format's replies are read: plain functions, so
+/// one [`ResponseTranslator`] type serves every provider (the proxy holds
+/// it across awaits) without a second enum over providers or a trait object.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplyFormat {
+    /// A whole 2xx body.
+    pub whole: WholeReply,
+    /// An error body.
+    pub error: ErrorReply,
+    /// A 2xx stream: its framing and its code for one event.
+    pub stream: StreamFormat,
+}
+
+/// Rewrites one response on its way to the client. Feed every piece of the
+/// upstream body to [`ResponseTranslator::relay`] and send what it returns;
+/// call [`ResponseTranslator::finish`] at the end of the upstream body.
+#[derive(Debug)]
+pub struct ResponseTranslator {
+    status: u16,
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    /// OpenAI format both sides: bytes relayed as they come, usage read.
+    Passthrough(UsageTracker),
+    /// A whole translated reply, written at the end.
+    Body {
+        translate: WholeReply,
+        reply: ReplyContext,
+        buf: BytesMut,
+        usage: Option<Usage>,
+    },
+    /// A non-2xx reply, re-worded at the end.
+    Error {
+        translate: ErrorReply,
+        upstream_status: u16,
+        buf: BytesMut,
+        error: Option<UpstreamError>,
+    },
+    /// A translated stream, rewritten event by event.
+    Stream(Box<StreamMode>),
+}
+
+#[derive(Debug)]
+struct StreamMode {
+    writer: ChunkWriter,
+    translation: StreamTranslation,
+    out: BytesMut,
+}
+
+impl ResponseTranslator {
+    /// The translator for a reply in OpenAI's format (OpenAI-compatible and
+    /// Azure upstreams), with status `status`.
+    pub(crate) fn passthrough(reply: &ReplyContext, status: u16) -> Self {
+        // OpenAI's own 401 names part of the key: reword credential
+        // failures; pass every other reply through untouched.
+        if matches!(status, 401 | 403) {
+            return ResponseTranslator::error(UpstreamError::from_openai_body, status);
+        }
+        let sse = (200..300).contains(&status) && reply.stream;
+        ResponseTranslator {
+            status,
+            mode: Mode::Passthrough(UsageTracker::new(sse, reply.strip_usage_chunk)),
+        }
+    }
+
+    /// The translator for a reply in a provider's own `format`, with status
+    /// `status`: an error, a chat stream, or a whole body.
+    pub(crate) fn translated(reply: &ReplyContext, status: u16, format: ReplyFormat) -> Self {
+        if !(200..300).contains(&status) {
+            return ResponseTranslator::error(format.error, status);
+        }
+        let mode = if reply.stream && reply.endpoint == Endpoint::ChatCompletions {
+            Mode::Stream(Box::new(StreamMode {
+                writer: ChunkWriter::new(&reply.model, reply.include_usage),
+                translation: StreamTranslation::new(format.stream),
+                out: BytesMut::new(),
+            }))
+        } else {
+            Mode::Body {
+                translate: format.whole,
+                reply: reply.clone(),
+                buf: BytesMut::new(),
+                usage: None,
+            }
+        };
+        ResponseTranslator { status, mode }
+    }
+
+    fn error(translate: ErrorReply, upstream_status: u16) -> Self {
+        ResponseTranslator {
+            status: UpstreamErrorKind::from_status(upstream_status).status(),
+            mode: Mode::Error {
+                translate,
+                upstream_status,
+                buf: BytesMut::new(),
+                error: None,
+            },
+        }
+    }
+
+    /// The status to send the client (an upstream error's status is mapped
+    /// from the status alone; the body only refines the message).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The `content-type` to send, when the body is rewritten (then also
+    /// drop the upstream's `content-length`); `None`: keep the upstream's.
+    pub fn content_type(&self) -> Option<&'static str> {
+        match self.mode {
+            Mode::Passthrough(_) => None,
+            Mode::Stream(_) => Some("text/event-stream"),
+            Mode::Body { .. } | Mode::Error { .. } => Some("application/json"),
+        }
+    }
+
+    /// Takes a piece of the upstream body; returns what to send the client
+    /// now (possibly nothing).
+    pub fn relay(&mut self, chunk: Bytes) -> Bytes {
+        match &mut self.mode {
+            Mode::Passthrough(t) => t.relay(chunk),
+            Mode::Body { buf, .. } => {
+                if buf.len() + chunk.len() <= MAX_BODY {
+                    buf.extend_from_slice(&chunk);
+                }
+                Bytes::new()
+            }
+            Mode::Error { buf, .. } => {
+                let room = MAX_ERROR_BODY.saturating_sub(buf.len());
+                buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                Bytes::new()
+            }
+            Mode::Stream(s) => {
+                let StreamMode {
+                    writer,
+                    translation,
+                    out,
+                } = &mut **s;
+                translation.feed(&chunk, writer, out);
+                out.split().freeze()
+            }
+        }
+    }
+
+    /// Call when the upstream body has ended; returns the rest to send.
+    pub fn finish(&mut self) -> Bytes {
+        match &mut self.mode {
+            Mode::Passthrough(t) => t.finish(),
+            Mode::Body {
+                translate,
+                reply,
+                buf,
+                usage,
+            } => {
+                let body = std::mem::take(buf);
+                match translate(reply, &body) {
+                    Ok((out, u)) => {
+                        *usage = u;
+                        out
+                    }
+                    Err(e) => {
+                        self.status = e.status();
+                        e.openai_body()
+                    }
+                }
+            }
+            Mode::Error {
+                translate,
+                upstream_status,
+                buf,
+                error,
+            } => {
+                let e = translate(*upstream_status, buf);
+                let body = e.openai_body();
+                *error = Some(e);
+                body
+            }
+            Mode::Stream(s) => {
+                let StreamMode {
+                    writer,
+                    translation,
+                    out,
+                } = &mut **s;
+                translation.finish(writer, out);
+                out.split().freeze()
+            }
+        }
+    }
+
+    /// The provider's own usage, if it reported one (complete after [`ResponseTranslator::finish`]).
+    pub fn usage(&self) -> Option<Usage> {
+        match &self.mode {
+            Mode::Passthrough(t) => t.reported(),
+            Mode::Body { usage, .. } => *usage,
+            Mode::Error { .. } => None,
+            Mode::Stream(s) => s.writer.usage(),
+        }
+    }
+
+    /// Text delivered in stream deltas, for counting when no usage came.
+    pub fn delivered_text(&self) -> &str {
+        match &self.mode {
+            Mode::Passthrough(t) => t.delivered_text(),
+            Mode::Stream(s) => s.writer.delivered_text(),
+            Mode::Body { .. } | Mode::Error { .. } => "",
+        }
+    }
+
+    /// Whether the stream ended properly (`[DONE]` went by).
+    pub fn saw_done(&self) -> bool {
+        match &self.mode {
+            Mode::Passthrough(t) => t.saw_done(),
+            Mode::Stream(s) => s.writer.done(),
+            Mode::Body { .. } | Mode::Error { .. } => false,
+        }
+    }
+
+    /// The upstream error this reply carried: a non-2xx reply (after
+    /// [`ResponseTranslator::finish`]) or an error event in a translated stream.
+    pub fn upstream_error(&self) -> Option<&UpstreamError> {
+        match &self.mode {
+            Mode::Error { error, .. } => error.as_ref(),
+            Mode::Stream(s) => s.translation.error(),
+            Mode::Passthrough(_) | Mode::Body { .. } => None,
+        }
+    }
+}
