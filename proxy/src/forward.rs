@@ -61,7 +61,7 @@ impl Cutoff<'_> {
             "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "length"}],
         });
         let error = GatewayError::Budget(sluice_filters::BudgetRejection {
-            scope_kind: "request",
+            scope_kind: sluice_filters::ScopeKind::Request,
             limit_micros: spent_micros,
             spent_micros,
         });

@@ -172,7 +172,7 @@ impl Gateway {
         if q.limit != sluice_filters::LimitKind::Concurrency || !self.streams.settings.preempt {
             return false;
         }
-        let within = if q.scope_kind == "key" {
+        let within = if q.scope_kind == sluice_filters::ScopeKind::Key {
             Within::Key(&key.key_id)
         } else {
             Within::Tenant(&key.tenant)
