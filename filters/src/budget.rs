@@ -12,7 +12,7 @@ use jiff::{Timestamp, ToSpan};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::quota::Scope;
+use crate::quota::{Scope, ScopeKind};
 
 /// How often a budget resets (`sluice_config::BudgetPeriod`).
 pub use sluice_config::BudgetPeriod as Period;
@@ -44,12 +44,25 @@ pub struct BudgetSpec {
     pub period: Period,
 }
 
+impl From<&sluice_config::Budget> for BudgetSpec {
+    /// The limits of a configured budget (its `downgrade_to` is the access
+    /// policy's business, not the reservation's).
+    fn from(budget: &sluice_config::Budget) -> Self {
+        BudgetSpec {
+            limit_micros: budget.limit_micros,
+            soft_limit_micros: budget.soft_limit_micros,
+            period: budget.period,
+        }
+    }
+}
+
 /// Why a budget refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("You exceeded your current quota: the {scope_kind} budget of ${:.2} for this period is spent.", *limit_micros as f64 / 1e6)]
 pub struct BudgetRejection {
-    /// `key` or `tenant`.
-    pub scope_kind: &'static str,
+    /// Whether the key's or the tenant's budget refused (or, for a stream
+    /// cut mid-answer, the request's own running cost).
+    pub scope_kind: ScopeKind,
     /// The hard limit.
     pub limit_micros: i64,
     /// Spent so far this period.
@@ -269,6 +282,11 @@ mod tests {
         assert_eq!(b.usage(&scopes[0].0), Some((700, 0)));
         let err = b.reserve(&scopes, 301, now()).err().unwrap();
         assert_eq!(err.spent_micros, 700);
+        assert_eq!(err.scope_kind, ScopeKind::Key);
+        assert_eq!(
+            err.to_string(),
+            "You exceeded your current quota: the key budget of $0.00 for this period is spent."
+        );
     }
 
     #[test]

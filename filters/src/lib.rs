@@ -1,6 +1,14 @@
 //! Request filters: who is calling, may they, and can they afford it.
 //!
-//! Start at [`auth`] ([`Authenticator`]: virtual keys to [`KeyEntry`]), then
+//! The access policy lives in [`access`]: [`AccessPolicy`] reads the caller
+//! from a request's headers, checks its model allow-list and priority,
+//! admits it against its key's and tenant's quotas, reserves its worst-case
+//! spend on their budgets (soft-limit downgrades and alerts included), and
+//! says which streams a concurrency refusal may preempt
+//! ([`preemption_scope`]); the gateway only maps [`AccessError`] to HTTP.
+//! Start reading there.
+//!
+//! Its parts, each usable alone: [`auth`] ([`Authenticator`]: virtual keys to [`KeyEntry`]), then
 //! [`quotas`] ([`Quotas`]: requests, tokens and concurrency per minute per
 //! key and tenant, on this node ([`quota`]) or shared through Redis
 //! ([`redis_quota`])) and [`budget`] ([`LocalBudgets`]: spend reservations
@@ -11,6 +19,7 @@
 //! plain types and functions, unit-tested and benchmarked without a server;
 //! only `proxy/` wires them into pingora.
 
+pub mod access;
 pub mod auth;
 pub mod budget;
 pub mod budgets;
@@ -24,6 +33,10 @@ mod request_id;
 pub mod stream_bus;
 pub mod streams;
 
+pub use access::{
+    preemption_scope, AccessError, AccessPolicy, BudgetScope, Caller, SeedRequest, SoftLimitAlert,
+    SpendHold, TenantPolicy,
+};
 pub use auth::{AuthError, Authenticator, KeyEntry, KeyHash, KeySource, Priority};
 pub use budget::{
     period_start, BudgetRejection, BudgetReservation, BudgetSpec, LocalBudgets, Period,
@@ -33,6 +46,7 @@ pub use fair_queue::{FairQueue, QueueError, Slot};
 pub use jwt::JwtVerifier;
 pub use quota::{
     Admission, LimitKind, LocalQuotas, QuotaLimits, QuotaRejection, RateLimitStatus, Scope,
+    ScopeKind,
 };
 pub use quotas::{QuotaAdmission, QuotaError, Quotas};
 pub use redis_budget::{RedisBudgetReservation, RedisBudgets};

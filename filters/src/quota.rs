@@ -30,12 +30,52 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// `key` or `tenant`, for messages and metrics.
-    pub fn kind(&self) -> &'static str {
+    /// Whether this is a key or a tenant, for messages, metrics and the
+    /// choice of which streams a preemption may pick from.
+    pub fn kind(&self) -> ScopeKind {
         match self {
-            Scope::Key(_) => "key",
-            Scope::Tenant(_) => "tenant",
+            Scope::Key(_) => ScopeKind::Key,
+            Scope::Tenant(_) => ScopeKind::Tenant,
         }
+    }
+
+    /// The key id or tenant name.
+    pub fn name(&self) -> &str {
+        match self {
+            Scope::Key(name) | Scope::Tenant(name) => name,
+        }
+    }
+}
+
+/// What a limit or budget was counted on: a [`Scope`]'s kind, plus the one
+/// request whose own running cost a stream cut is about.
+///
+/// `Display` gives the word used in error messages, metrics and alert
+/// bodies (`key`, `tenant`, `request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScopeKind {
+    /// One virtual key.
+    Key,
+    /// One tenant.
+    Tenant,
+    /// One request (a stream cut for crossing a hard budget mid-answer).
+    Request,
+}
+
+impl ScopeKind {
+    /// `key`, `tenant` or `request`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Key => "key",
+            ScopeKind::Tenant => "tenant",
+            ScopeKind::Request => "request",
+        }
+    }
+}
+
+impl std::fmt::Display for ScopeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -65,8 +105,8 @@ pub struct RateLimitStatus {
 pub struct QuotaRejection {
     /// The limit that refused.
     pub limit: LimitKind,
-    /// `key` or `tenant`.
-    pub scope_kind: &'static str,
+    /// Whether the key's or the tenant's limit refused.
+    pub scope_kind: ScopeKind,
     /// When a retry may succeed (the `retry-after` header).
     pub retry_after: Duration,
     /// Header values at the moment of refusal.
@@ -424,6 +464,29 @@ mod tests {
     }
 
     #[test]
+    fn scope_kinds_read_as_todays_words() {
+        assert_eq!(Scope::Key("k".into()).kind(), ScopeKind::Key);
+        assert_eq!(Scope::Tenant("t".into()).kind(), ScopeKind::Tenant);
+        assert_eq!(Scope::Tenant("t".into()).name(), "t");
+        let words: Vec<String> = [ScopeKind::Key, ScopeKind::Tenant, ScopeKind::Request]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(words, ["key", "tenant", "request"]);
+        let r = QuotaRejection {
+            limit: LimitKind::Concurrency,
+            scope_kind: ScopeKind::Tenant,
+            retry_after: Duration::from_secs(1),
+            status: RateLimitStatus::default(),
+            never: false,
+        };
+        assert_eq!(
+            r.to_string(),
+            "Rate limit reached for tenant on concurrent requests per minute: retry after 1s."
+        );
+    }
+
+    #[test]
     fn concurrency_permits_are_released_on_drop() {
         let q = LocalQuotas::default();
         let scopes = key(limits(0, 0, 2));
@@ -449,7 +512,10 @@ mod tests {
         ];
         let _held = q.admit(&scopes, 300).unwrap();
         let r = q.admit(&scopes, 300).err().unwrap();
-        assert_eq!((r.limit, r.scope_kind), (LimitKind::Concurrency, "tenant"));
+        assert_eq!(
+            (r.limit, r.scope_kind),
+            (LimitKind::Concurrency, ScopeKind::Tenant)
+        );
         assert_eq!(q.in_flight(&Scope::Key("k".into())), 1);
         // The key's bucket got its 300 back: 700 are left, so 700 fits alone.
         let key_only = key(limits(0, 1000, 5));

@@ -9,7 +9,7 @@
 //! second, so sluice starts and serves while Redis is away; what it does then
 //! is the caller's policy (fail open to local limits, or closed).
 
-use crate::quota::{LimitKind, QuotaLimits, QuotaRejection, RateLimitStatus, Scope};
+use crate::quota::{LimitKind, QuotaLimits, QuotaRejection, RateLimitStatus, Scope, ScopeKind};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -199,7 +199,7 @@ impl RedisQuotas {
         let scope_kind = usize::try_from(get(1))
             .ok()
             .and_then(|i| scopes.get(i))
-            .map_or("key", |(s, _)| s.kind());
+            .map_or(ScopeKind::Key, |(s, _)| s.kind());
         let limit = match get(2) {
             1 => LimitKind::Requests,
             2 => LimitKind::Tokens,

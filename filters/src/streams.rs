@@ -134,7 +134,7 @@ impl Viewer {
 }
 
 /// Which running streams a preemption may pick from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Within<'a> {
     /// Any stream on this node.
     Node,

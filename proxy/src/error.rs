@@ -9,8 +9,8 @@
 
 use bytes::Bytes;
 use sluice_filters::{
-    AuthError, BudgetRejection, EndCause, LimitKind, QueueError, QuotaError, QuotaRejection,
-    RateLimitStatus,
+    AccessError, AuthError, BudgetRejection, EndCause, LimitKind, QueueError, QuotaError,
+    QuotaRejection, RateLimitStatus,
 };
 use sluice_providers::ProviderError;
 use std::time::Duration;
@@ -114,6 +114,17 @@ pub enum GatewayError {
         /// Which timeout fired.
         phase: &'static str,
     },
+}
+
+impl From<AccessError> for GatewayError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Auth(e) => GatewayError::Auth(e),
+            AccessError::Quota(e) => GatewayError::Quota(e),
+            AccessError::QuotaStoreUnavailable => GatewayError::QuotaStoreUnavailable,
+            AccessError::Budget(e) => GatewayError::Budget(e),
+        }
+    }
 }
 
 impl From<QuotaError> for GatewayError {

@@ -12,14 +12,14 @@
 //!   [`admin`]: keys, tenants and usage reports.
 //! - [`downstream`]: the client's side of a connection (body, answers,
 //!   disconnects); [`error`]: the one mapping to OpenAI's error body.
+//!   Access policy (keys, quotas, budgets) lives in `sluice_filters`.
 //! - [`ops`]: metrics, accounting, alerts, logging, the control runtime;
 //!   [`cli`]: the command line.
 //!
 //! Only this crate knows pingora. Dependencies point one way: `app` uses
 //! everything, the pipeline and the APIs use the leaves (`downstream`,
-//! `error`, `ops`, `access`), and no module imports `app`.
+//! `error`, `ops`), and no module imports `app`.
 
-pub mod access;
 pub mod admin;
 pub mod app;
 pub mod cli;

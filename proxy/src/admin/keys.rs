@@ -13,7 +13,6 @@
 //! Other nodes see key changes when their auth cache entry expires (60 s).
 
 use super::AdminContext;
-use crate::access::{Access, TenantPolicy};
 use crate::downstream::body::read_body;
 use crate::downstream::respond::respond;
 use crate::downstream::RequestCtx;
@@ -24,6 +23,7 @@ use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
 use sluice_config::raw::{RawBudget, RawKey, RawLimits};
 use sluice_filters::auth::generate_key;
+use sluice_filters::{AccessPolicy, TenantPolicy};
 use sluice_filters::{KeyEntry, KeyHash, KeySource};
 use sluice_ledger::{Store, StoredKey, StoredTenant};
 use std::sync::Arc;
@@ -121,7 +121,7 @@ pub async fn serve(
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
-    if !admin.access.is_admin(session) {
+    if !admin.access.is_admin(&session.req_header().headers) {
         return Err(GatewayError::Auth(sluice_filters::AuthError::Invalid));
     }
     let Some(store) = admin.accounting.store().cloned() else {
@@ -317,7 +317,7 @@ async fn on_ledger<T: Send + 'static>(
 }
 
 /// Loads tenants stored through the admin API into `access` (at start).
-pub fn load_stored_tenants(access: &Access, admin: &AdminContext<'_>) {
+pub fn load_stored_tenants(access: &AccessPolicy, admin: &AdminContext<'_>) {
     let Some(store) = admin.accounting.store().cloned() else {
         return;
     };

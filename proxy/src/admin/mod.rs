@@ -4,13 +4,12 @@
 pub mod keys;
 pub mod usage;
 
-use crate::access::Access;
 use crate::ops::Accounting;
 
 /// What the admin handlers work with.
 pub struct AdminContext<'a> {
     /// Keys, tenants, budgets: admin checks, and what changes take effect in.
-    pub access: &'a Access,
+    pub access: &'a sluice_filters::AccessPolicy,
     /// The report store.
     pub accounting: &'a Accounting,
     /// The control runtime, where database calls run.

@@ -50,11 +50,14 @@ pub async fn serve(
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
-    let is_admin = admin.access.is_admin(session);
+    let is_admin = admin.access.is_admin(&session.req_header().headers);
     let own_tenant = if is_admin {
         None
     } else {
-        let key = admin.access.identify_always(session).await?;
+        let key = admin
+            .access
+            .identify_always(&session.req_header().headers)
+            .await?;
         Some(key.tenant.clone())
     };
     let query = session.req_header().uri.query().unwrap_or("");

@@ -15,7 +15,6 @@
 pub mod routes;
 pub mod server;
 
-use crate::access::Access;
 use crate::admin::AdminContext;
 use crate::downstream::respond::{respond, respond_error};
 use crate::downstream::RequestCtx;
@@ -99,8 +98,8 @@ impl Gateway {
                 models: Arc::new(model_names.clone()),
             }) as Arc<dyn sluice_filters::KeySource>
         });
-        let access = Access::new(&config.access, key_source);
-        let alerts = Alerts::new(access.alert_webhook.clone(), metrics.clone());
+        let access = sluice_filters::AccessPolicy::new(&config.access, key_source);
+        let alerts = Alerts::new(access.alert_webhook().map(str::to_string), metrics.clone());
         let streams = StreamControl::new(
             &config.streams,
             config.access.redis_url.as_ref().map(|u| u.expose()),
@@ -209,7 +208,7 @@ impl Gateway {
             metrics,
             ..
         } = &self.services;
-        if let Some(up) = access.quotas.store_up() {
+        if let Some(up) = access.quotas().store_up() {
             metrics.quota_store_up.set(i64::from(up));
         }
         for target in router.targets() {
@@ -222,7 +221,7 @@ impl Gateway {
         if let Some(stats) = accounting.stats() {
             metrics.observe_ledger(&stats);
         }
-        let errors = access.quotas.store_errors();
+        let errors = access.quotas().store_errors();
         let seen = metrics.quota_store_errors.get();
         metrics
             .quota_store_errors
@@ -243,7 +242,11 @@ impl Gateway {
         session: &mut ServerSession,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
-        let key = self.services.access.identify(session).await?;
+        let key = self
+            .services
+            .access
+            .identify(&session.req_header().headers)
+            .await?;
         let body = match key.as_ref().and_then(|k| k.models.as_ref()) {
             None => self.models_body.clone(),
             Some(allowed) => {

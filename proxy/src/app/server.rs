@@ -9,6 +9,8 @@ use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use sluice_config::Config;
+use sluice_filters::{AccessPolicy, Scope};
+use sluice_ledger::GroupKey;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -48,6 +50,28 @@ impl BackgroundService for Readiness {
     }
 }
 
+/// Loads what every budgeted key and tenant already spent this period, the
+/// ledger being the durable source of truth.
+fn seed_budgets(access: &AccessPolicy, accounting: &Accounting, control: &ControlRuntime) {
+    let requests = access.budgets_to_seed(access.config_keys());
+    for request in &requests {
+        let (group, name) = match &request.scope {
+            Scope::Key(id) => (GroupKey::Key, id),
+            Scope::Tenant(tenant) => (GroupKey::Tenant, tenant),
+        };
+        let spent: i64 = accounting
+            .spent_since(request.since_unix_us, group)
+            .into_iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, cost)| cost)
+            .sum();
+        control.block_on(access.seed(request, spent));
+    }
+    if !requests.is_empty() {
+        tracing::info!(budgets = requests.len(), "budgets seeded from the ledger");
+    }
+}
+
 /// Runs sluice with `config` until SIGTERM (graceful) or SIGINT (fast).
 /// `local` are the in-process backends, by upstream name.
 pub fn run(
@@ -76,7 +100,7 @@ pub fn run(
     crate::admin::keys::load_stored_tenants(access, &gateway.admin());
     // Spend is rebuilt from the ledger: let a spool from the last run land first.
     accounting.catch_up();
-    access.seed_budgets(&accounting, &control.handle(), &access.config_keys);
+    seed_budgets(access, &accounting, &control);
     if !access.required() {
         tracing::warn!("auth is off: anyone who reaches this port uses the upstream keys (declare tenants or set auth.required)");
     }

@@ -6,9 +6,9 @@
 
 use super::intake::Intake;
 use super::Services;
-use crate::access::Caller;
 use crate::error::GatewayError;
 use pingora::protocols::http::ServerSession;
+use sluice_filters::Caller;
 use std::time::Duration;
 
 /// Admission tries after preempting a stream for its slot.
@@ -26,7 +26,7 @@ pub async fn admit(
     let access = &services.access;
     let try_admit = || {
         access.admit(
-            session,
+            &session.req_header().headers,
             intake.key.clone(),
             &intake.fields.model,
             intake.prompt_estimate,
@@ -38,11 +38,11 @@ pub async fn admit(
         Err(refusal) => refusal,
     };
     let Some(key) = intake.key.as_deref() else {
-        return Err(refusal);
+        return Err(refusal.into());
     };
-    let priority = access.priority(session, Some(key));
+    let priority = access.priority(&session.req_header().headers, Some(key));
     if !services.streams.preempt_for(&refusal, key, priority).await {
-        return Err(refusal);
+        return Err(refusal.into());
     }
     let mut again = Err(refusal);
     for _ in 0..PREEMPT_ADMIT_TRIES {
@@ -52,5 +52,5 @@ pub async fn admit(
         }
         tokio::time::sleep(PREEMPT_ADMIT_PAUSE).await;
     }
-    again
+    Ok(again?)
 }

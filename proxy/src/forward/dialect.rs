@@ -90,7 +90,7 @@ impl Dialect {
             StreamEnd::BudgetCut { spent_micros } => {
                 out.push_str(&format!("data: {}\n\n", last("length")));
                 let error = GatewayError::Budget(sluice_filters::BudgetRejection {
-                    scope_kind: "request",
+                    scope_kind: sluice_filters::ScopeKind::Request,
                     limit_micros: *spent_micros,
                     spent_micros: *spent_micros,
                 });

@@ -44,7 +44,10 @@ pub async fn intake<'r>(
     session: &mut ServerSession,
     endpoint: Endpoint,
 ) -> Result<Intake<'r>, GatewayError> {
-    let key = services.access.identify(session).await?;
+    let key = services
+        .access
+        .identify(&session.req_header().headers)
+        .await?;
     let body = crate::downstream::body::read_body(session, services.max_body_bytes).await?;
     let fields = RoutingFields::parse(&body)?;
     let route = services.router.resolve(&fields.model)?;

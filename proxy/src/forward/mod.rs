@@ -38,13 +38,14 @@ pub use answer::{
 };
 pub use dialect::Dialect;
 
-use crate::access::{Access, Caller, SpendHold};
 use crate::downstream::RequestCtx;
 use crate::error::GatewayError;
 use crate::ops::{Accounting, Alerts, Metrics};
 use crate::streams::StreamControl;
 use pingora::protocols::http::ServerSession;
-use sluice_filters::{Slot, StreamHandle, StreamOwner, StreamRegistry};
+use sluice_filters::{
+    AccessPolicy, Caller, Slot, SpendHold, StreamHandle, StreamOwner, StreamRegistry,
+};
 use sluice_providers::{Candidate, Endpoint, Route, Router, RoutingFields};
 use std::sync::Arc;
 use upstream_pool::UpstreamPool;
@@ -58,7 +59,7 @@ pub struct Services {
     /// In-process backends, by router target index (`None` for HTTP targets).
     pub local: Vec<Option<Arc<dyn LocalBackend>>>,
     /// Keys, quotas, budgets.
-    pub access: Access,
+    pub access: AccessPolicy,
     /// Prices and the ledger.
     pub accounting: Arc<Accounting>,
     /// Live streams, node slots, cross-node control.

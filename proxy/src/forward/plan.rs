@@ -6,8 +6,8 @@
 
 use super::intake::Intake;
 use super::Services;
-use crate::access::{Caller, SpendHold};
 use crate::error::GatewayError;
+use sluice_filters::{Caller, SpendHold};
 use sluice_providers::{Candidate, Route};
 
 /// What planning decided.
@@ -65,8 +65,8 @@ pub async fn plan<'r>(
         .await
         .inspect_err(|_| services.metrics.budget_event("hard_limit_refused"))?;
     if let Some(spend) = &spend {
-        for (scope, spent) in &spend.newly_alerted {
-            services.alerts.soft_limit_crossed(scope, *spent);
+        for alert in &spend.newly_alerted {
+            services.alerts.soft_limit_crossed(alert);
         }
     }
     // Config validation makes every `downgrade_to` a configured model.

@@ -199,7 +199,7 @@ struct BodyLoop<'a, 's> {
     tenant: Option<&'a str>,
     prompt_estimate: u64,
     /// The budget hold a stream is cut at, for SSE answers under a budget.
-    budget: Option<&'a crate::access::SpendHold>,
+    budget: Option<&'a sluice_filters::SpendHold>,
     is_sse: bool,
     first_byte_at: Option<Instant>,
 }

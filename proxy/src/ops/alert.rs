@@ -8,7 +8,7 @@ use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use sluice_config::UpstreamBaseUrl;
-use sluice_filters::Scope;
+use sluice_filters::SoftLimitAlert;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,28 +38,18 @@ impl Alerts {
     /// Announces that `scope` crossed its soft budget limit (the caller
     /// makes sure it is once per scope and period). Never waits: the
     /// webhook is posted from a task of its own.
-    pub fn soft_limit_crossed(&self, scope: &Scope, spent_and_reserved: i64) {
-        let (kind, name) = match scope {
-            Scope::Key(k) => ("key", k.as_str()),
-            Scope::Tenant(t) => ("tenant", t.as_str()),
-        };
+    pub fn soft_limit_crossed(&self, alert: &SoftLimitAlert) {
         tracing::warn!(
-            scope = kind,
-            name,
-            spent_micros = spent_and_reserved,
+            scope = alert.scope.kind().as_str(),
+            name = alert.scope.name(),
+            spent_micros = alert.spent_and_reserved_micros,
             "soft budget limit crossed"
         );
         self.metrics.budget_event("soft_limit_crossed");
         let Some(url) = self.webhook.clone() else {
             return;
         };
-        let body = serde_json::json!({
-            "event": "budget.soft_limit_crossed",
-            "scope": kind,
-            "name": name,
-            "spent_usd": spent_and_reserved as f64 / 1e6,
-        })
-        .to_string();
+        let body = alert.to_json().to_string();
         let connector = self.connector.clone();
         tokio::spawn(async move {
             let sent = tokio::time::timeout(

@@ -3,7 +3,6 @@
 //! the admin key; another tenant's id answers exactly as an unknown id does.
 
 use super::StreamControl;
-use crate::access::Access;
 use crate::downstream::body::read_body;
 use crate::downstream::respond::respond;
 use crate::downstream::RequestCtx;
@@ -17,14 +16,19 @@ const MAX_CONTROL_BODY: usize = 16 * 1024;
 /// Serves one call of the stream control API.
 pub async fn serve(
     streams: &StreamControl,
-    access: &Access,
+    access: &sluice_filters::AccessPolicy,
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
-    let viewer = if access.is_admin(session) {
+    let viewer = if access.is_admin(&session.req_header().headers) {
         Viewer::Admin
     } else {
-        Viewer::Tenant(access.identify(session).await?.map(|k| k.tenant.clone()))
+        Viewer::Tenant(
+            access
+                .identify(&session.req_header().headers)
+                .await?
+                .map(|k| k.tenant.clone()),
+        )
     };
     let header = session.req_header();
     let method = header.method.clone();

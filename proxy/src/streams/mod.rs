@@ -13,8 +13,8 @@ use crate::error::GatewayError;
 use crate::ops::Metrics;
 use sluice_config::StreamSettings;
 use sluice_filters::{
-    EndCause, FairQueue, Priority, QueueError, Slot, StreamBus, StreamHandle, StreamRegistry,
-    Within,
+    preemption_scope, AccessError, EndCause, FairQueue, Priority, QueueError, Slot, StreamBus,
+    StreamHandle, StreamRegistry, Within,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,20 +128,15 @@ impl StreamControl {
     /// let go of its slot. True when the caller should try again.
     pub async fn preempt_for(
         &self,
-        refusal: &GatewayError,
+        refusal: &AccessError,
         key: &sluice_filters::KeyEntry,
         priority: Priority,
     ) -> bool {
-        let GatewayError::Quota(q) = refusal else {
+        let AccessError::Quota(q) = refusal else {
             return false;
         };
-        if q.limit != sluice_filters::LimitKind::Concurrency || !self.settings.preempt {
+        let Some(within) = preemption_scope(q, key, self.settings.preempt) else {
             return false;
-        }
-        let within = if q.scope_kind == "key" {
-            Within::Key(&key.key_id)
-        } else {
-            Within::Tenant(&key.tenant)
         };
         let Some(victim) = self.registry.preempt_lowest(
             within,
