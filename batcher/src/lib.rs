@@ -15,11 +15,13 @@
 //!
 //! Tests use a tiny deterministic random-weight Llama that [`model::tiny`]
 //! generates; the real demo model is SmolLM2-135M-Instruct (GGUF), fetched by
-//! `batcher/scripts/fetch-smollm2.sh`.
+//! `batcher/scripts/fetch-smollm2.sh` or, in-process on first run, by
+//! [`fetch::ModelFetch::ensure`].
 
 pub mod block_allocator;
 pub mod engine;
 pub mod error;
+pub mod fetch;
 pub mod kv_cache;
 pub mod model;
 pub mod rng;
