@@ -8,6 +8,8 @@
 //!   request through intake, admit, plan, attempt, relay and settle — and
 //!   its seams: client dialects, answer sources (HTTP or in-process),
 //!   provider adapters (in `sluice_providers`).
+//! - [`local`]: the built-in engine (`sluice_batcher`) as an in-process
+//!   answer source for `kind: local` upstreams.
 //! - [`streams`]: node slots, preemption and the `/v1/streams` API;
 //!   [`admin`]: keys, tenants and usage reports.
 //! - [`downstream`]: the client's side of a connection (body, answers,
@@ -26,6 +28,7 @@ pub mod cli;
 pub mod downstream;
 pub mod error;
 pub mod forward;
+pub mod local;
 pub mod ops;
 pub mod streams;
 

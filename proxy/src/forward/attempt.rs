@@ -10,7 +10,9 @@
 //! client and the stream's controls: either may end them.
 
 use super::answer::{AnswerSource, LocalFailure, LocalRequest};
-use super::attempt_error::{summarise, AttemptError, AttemptErrorKind, MAX_COOL_DOWN};
+use super::attempt_error::{
+    summarise, AttemptError, AttemptErrorKind, TimeoutPhase, MAX_COOL_DOWN,
+};
 use super::{exchange, ForwardCtx, Services};
 use crate::downstream::watch::{client_event, ClientEvent};
 use crate::downstream::RequestCtx;
@@ -167,8 +169,17 @@ async fn try_candidates<'r>(
                     model: upstream_model,
                     priority: ctx.caller.priority,
                 };
-                match backend.schedule(request).await {
+                let first_byte = target.settings.first_byte_timeout;
+                let wait = first_byte.min(deadline.saturating_duration_since(sent));
+                match tokio::time::timeout(wait, backend.schedule(request))
+                    .await
+                    .unwrap_or_else(|_| Err(LocalFailure::TimedOut))
+                {
                     Ok(reply) => Ok(AnswerSource::Local(reply)),
+                    Err(LocalFailure::TimedOut) => Err(AttemptError::new(
+                        name,
+                        AttemptErrorKind::Timeout(TimeoutPhase::FirstByte),
+                    )),
                     Err(LocalFailure::Overloaded) => {
                         Err(AttemptError::new(name, AttemptErrorKind::Overloaded))
                     }

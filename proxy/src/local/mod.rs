@@ -1,0 +1,198 @@
+//! In-process answer sources: the built-in engine (`sluice_batcher`) as a
+//! [`LocalBackend`], so a `kind: local` upstream is a target like any other —
+//! in chains, under quotas, budgets and stream control. [`request`] reads an
+//! OpenAI request for the engine; [`reply`] writes its tokens back in
+//! OpenAI's shape.
+
+pub mod reply;
+pub mod request;
+pub mod start;
+
+use crate::forward::{LocalBackend, LocalControls, LocalFailure, LocalReply, LocalRequest};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reply::{ReplyWriter, Step};
+use sluice_batcher::serve::ServedModel;
+use sluice_batcher::{BatcherError, EngineHandle, GenerateRequest, SeqId, TokenStream};
+use sluice_config::Priority;
+use std::sync::Arc;
+
+/// The built-in engine serving one model.
+pub struct EngineBackend {
+    /// The model with its engine running.
+    model: ServedModel,
+}
+
+impl EngineBackend {
+    /// A backend over a started model.
+    pub fn new(model: ServedModel) -> Arc<Self> {
+        Arc::new(EngineBackend { model })
+    }
+}
+
+/// The engine's priority for a request's class: higher runs first and is
+/// preempted last.
+fn engine_priority(priority: Priority) -> i32 {
+    match priority {
+        Priority::Batch => 0,
+        Priority::Standard => 1,
+        Priority::Interactive => 2,
+    }
+}
+
+#[async_trait]
+impl LocalBackend for EngineBackend {
+    async fn schedule(&self, request: LocalRequest<'_>) -> Result<LocalReply, LocalFailure> {
+        let read = match request::read(request.endpoint, request.body, &self.model) {
+            Ok(read) => read,
+            Err(refusal) => {
+                let body = Bytes::from(refusal.body().to_string());
+                return Ok(LocalReply {
+                    status: refusal.status,
+                    content_type: "application/json",
+                    body: futures_util::stream::iter([Ok(body)]).boxed(),
+                    controls: None,
+                });
+            }
+        };
+        let generate = GenerateRequest::from_tokens(read.prompt, read.sampling)
+            .with_priority(engine_priority(request.priority));
+        let engine = self.model.engine();
+        let mut tokens = engine.try_submit(generate).map_err(|e| match e {
+            BatcherError::QueueFull => LocalFailure::Overloaded,
+            other => LocalFailure::Failed(other.to_string()),
+        })?;
+        // Wait for the first event: until then the engine may still fail,
+        // and a failure before the first byte moves the chain on.
+        let first = match tokens.recv().await.map(Step::from) {
+            Some(Step::Failed(why)) => return Err(LocalFailure::Failed(why)),
+            None => return Err(LocalFailure::Failed("the engine stopped".into())),
+            Some(step) => step,
+        };
+        let id = tokens.id();
+        let writer = ReplyWriter::new(
+            request.endpoint,
+            request.model,
+            &format!("{:016x}", rand::random::<u64>()),
+        );
+        let answer = Answer {
+            tokens,
+            writer,
+            pending: Some(first),
+            stream: read.stream,
+            include_usage: read.include_usage,
+            opened: false,
+            ended: false,
+        };
+        Ok(LocalReply {
+            status: 200,
+            content_type: if read.stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            },
+            body: futures_util::stream::unfold(answer, Answer::next_piece).boxed(),
+            controls: Some(Box::new(EngineControls {
+                engine: engine.clone(),
+                id,
+            })),
+        })
+    }
+}
+
+/// One answer being produced: the engine's events in, OpenAI pieces out.
+/// Dropping it drops the token stream, which cancels the sequence and frees
+/// its KV blocks before the engine's next step.
+struct Answer {
+    tokens: TokenStream,
+    writer: ReplyWriter,
+    /// The event read before the answer started.
+    pending: Option<Step>,
+    stream: bool,
+    include_usage: bool,
+    /// The chat stream's opening (the role) went out.
+    opened: bool,
+    ended: bool,
+}
+
+impl Answer {
+    async fn next_step(&mut self) -> Option<Step> {
+        match self.pending.take() {
+            Some(step) => Some(step),
+            None => self.tokens.recv().await.map(Step::from),
+        }
+    }
+
+    /// The next piece of the body; `None` after the last.
+    async fn next_piece(mut self) -> Option<(Result<Bytes, LocalFailure>, Self)> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            let step = match self.next_step().await {
+                Some(step) => step,
+                None => {
+                    self.ended = true;
+                    return Some((Err(LocalFailure::Failed("the engine stopped".into())), self));
+                }
+            };
+            match step {
+                Step::Text(text) if self.stream => {
+                    if let Some(delta) = self.writer.delta(&text) {
+                        let piece = self.with_opening(delta);
+                        return Some((Ok(piece), self));
+                    }
+                }
+                Step::Text(text) => self.writer.push(&text),
+                Step::Done(done) => {
+                    self.ended = true;
+                    let piece = if self.stream {
+                        let closing = self.writer.closing(&done, self.include_usage);
+                        self.with_opening(closing)
+                    } else {
+                        self.writer.whole(&done)
+                    };
+                    return Some((Ok(piece), self));
+                }
+                Step::Failed(why) => {
+                    self.ended = true;
+                    return Some((Err(LocalFailure::Failed(why)), self));
+                }
+            }
+        }
+    }
+
+    /// `piece`, preceded by the chat stream's opening the first time.
+    fn with_opening(&mut self, piece: Bytes) -> Bytes {
+        if self.opened {
+            return piece;
+        }
+        self.opened = true;
+        match self.writer.opening() {
+            Some(opening) => [opening, piece].concat().into(),
+            None => piece,
+        }
+    }
+}
+
+/// Pause and resume through the engine: a paused sequence keeps its cache.
+struct EngineControls {
+    engine: EngineHandle,
+    id: SeqId,
+}
+
+#[async_trait]
+impl LocalControls for EngineControls {
+    async fn pause(&self) {
+        if let Err(e) = self.engine.pause(self.id).await {
+            tracing::debug!(error = %e, "engine pause not applied");
+        }
+    }
+
+    async fn resume(&self) {
+        if let Err(e) = self.engine.resume(self.id).await {
+            tracing::debug!(error = %e, "engine resume not applied");
+        }
+    }
+}
