@@ -12,6 +12,9 @@
 //!   loaders for HF directories and GGUF files.
 //! - [`sampling`]: greedy / temperature / top-k / top-p, seeds, penalties, logprobs;
 //!   [`text`]: incremental detokenization and stop strings.
+//! - [`chat`]: the model's Jinja chat template ([`ChatTemplate::render`]) turns
+//!   OpenAI `messages` into a prompt; [`encode_chat_prompt`] tokenizes it with
+//!   exactly one BOS. [`load_model`] loads a GGUF file or HF folder with it.
 //!
 //! Tests use a tiny deterministic random-weight Llama that [`model::tiny`]
 //! generates; the real demo model is SmolLM2-135M-Instruct (GGUF), fetched by
@@ -19,6 +22,7 @@
 //! [`fetch::ModelFetch::ensure`].
 
 pub mod block_allocator;
+pub mod chat;
 pub mod engine;
 pub mod error;
 pub mod fetch;
@@ -27,15 +31,17 @@ pub mod model;
 pub mod rng;
 pub mod sampling;
 pub mod scheduler;
+pub mod serve;
 pub mod text;
 
+pub use chat::{encode_chat_prompt, ChatTemplate, SpecialTokens};
 pub use engine::{
     Engine, EngineConfig, EngineHandle, EngineStats, Event, FinishReason, Finished,
     GenerateRequest, Prompt, TokenEvent, TokenStream,
 };
-pub use error::{BatcherError, Result};
+pub use error::{BatcherError, ChatError, Result};
 pub use model::{
-    load_gguf, load_gguf_with, load_hf_dir, AttentionKernel, GgufOptions, LoadedModel,
+    load_gguf, load_gguf_with, load_hf_dir, load_model, AttentionKernel, GgufOptions, LoadedModel,
 };
 pub use sampling::SamplingParams;
 pub use scheduler::{AdmissionPolicy, SchedulerConfig, SeqId};

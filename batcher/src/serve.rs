@@ -8,8 +8,9 @@ use std::sync::Arc;
 use candle_core::Device;
 use tokenizers::Tokenizer;
 
-use crate::chat::{encode_chat_prompt, ChatError, ChatTemplate};
+use crate::chat::{encode_chat_prompt, ChatTemplate};
 use crate::engine::{Engine, EngineConfig, EngineHandle};
+use crate::error::ChatError;
 use crate::error::{BatcherError, Result};
 use crate::model::{load_model, ModelConfig};
 use crate::scheduler::SchedulerConfig;
@@ -64,9 +65,6 @@ pub enum PromptError {
     /// to a template without tools, a bad shape); safe to show the client.
     #[error(transparent)]
     Chat(#[from] ChatError),
-    /// The model has no chat template (configure `chat_template`).
-    #[error("this model has no chat template; use /v1/completions or configure chat_template")]
-    NoTemplate,
     /// The prompt is longer than the model's context.
     #[error("the prompt has {tokens} tokens; this model's context is {context} tokens")]
     TooLong {
@@ -115,7 +113,10 @@ impl ServedModel {
             ))
         })?;
         let shape = model.runner.config().clone();
-        let num_blocks = match options.kv_cache.unwrap_or(KvCacheSize::Bytes(DEFAULT_KV_CACHE_BYTES)) {
+        let num_blocks = match options
+            .kv_cache
+            .unwrap_or(KvCacheSize::Bytes(DEFAULT_KV_CACHE_BYTES))
+        {
             KvCacheSize::Blocks(n) => n,
             KvCacheSize::Bytes(bytes) => (bytes / block_bytes(&shape)).max(1) as usize,
         };
@@ -169,7 +170,7 @@ impl ServedModel {
         messages: &serde_json::Value,
         tools: Option<&serde_json::Value>,
     ) -> std::result::Result<Vec<u32>, PromptError> {
-        let template = self.chat.as_deref().ok_or(PromptError::NoTemplate)?;
+        let template = self.chat.as_deref().ok_or(ChatError::NoTemplate)?;
         let rendered = template.render(messages, tools, true)?;
         let ids = encode_chat_prompt(&self.tokenizer, template, &rendered)?;
         self.fits(ids)
@@ -227,7 +228,8 @@ mod tests {
         let per_block = block_bytes(&shape);
         assert_eq!(
             per_block,
-            (2 * shape.num_hidden_layers * shape.num_key_value_heads * shape.head_dim * 4 * 16) as u64
+            (2 * shape.num_hidden_layers * shape.num_key_value_heads * shape.head_dim * 4 * 16)
+                as u64
         );
     }
 

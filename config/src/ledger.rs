@@ -41,6 +41,13 @@ pub struct RawLedger {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecimalText(pub String);
 
+impl DecimalText {
+    /// `"0"`: free.
+    pub fn zero() -> Self {
+        DecimalText("0".to_string())
+    }
+}
+
 impl<'de> Deserialize<'de> for DecimalText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -95,26 +102,31 @@ pub struct LedgerConfig {
     pub pricing: Vec<RawPrice>,
 }
 
+/// Checks a price written as text: a non-negative decimal with at most six
+/// significant decimals. Returns it trimmed; the error names `path`.
+pub(crate) fn checked_decimal(d: &DecimalText, path: String) -> Result<DecimalText, ConfigError> {
+    let t = d.0.trim();
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    let ok = !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && frac.trim_end_matches('0').len() <= 6;
+    if ok {
+        Ok(DecimalText(t.to_string()))
+    } else {
+        Err(ConfigError::validation(
+            path,
+            format!(
+                "expected a non-negative price with at most 6 decimals, got {:?}",
+                d.0
+            ),
+        ))
+    }
+}
+
 fn check_price(p: &RawPrice, at: &str) -> Result<(), ConfigError> {
-    let decimal = |d: &DecimalText, key: &str| {
-        let t = d.0.trim();
-        let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
-        let ok = !whole.is_empty()
-            && whole.bytes().all(|b| b.is_ascii_digit())
-            && frac.bytes().all(|b| b.is_ascii_digit())
-            && frac.trim_end_matches('0').len() <= 6;
-        if ok {
-            Ok(())
-        } else {
-            Err(ConfigError::validation(
-                format!("{at}.{key}"),
-                format!(
-                    "expected a non-negative price with at most 6 decimals, got {:?}",
-                    d.0
-                ),
-            ))
-        }
-    };
+    let decimal =
+        |d: &DecimalText, key: &str| checked_decimal(d, format!("{at}.{key}")).map(|_| ());
     if p.model.is_empty() {
         return Err(ConfigError::validation(
             format!("{at}.model"),

@@ -5,12 +5,15 @@
 //! refused), `${VAR}` references are expanded from the environment, and the
 //! result is validated into [`Config`]. Every error names the exact key path
 //! (`models[2].target.upstream: ...`). [`Config::embedded_defaults`] builds the
-//! configuration sluice runs with when no file is given.
+//! configuration sluice runs with when no file is given. Upstreams of kind
+//! `local` (the built-in engine) are validated in `local.rs` into
+//! [`LocalModelSettings`].
 
 mod access;
 mod env;
 mod error;
 mod ledger;
+mod local;
 mod presets;
 pub mod raw;
 mod raw_access;
@@ -26,6 +29,10 @@ pub use access::{
 };
 pub use error::ConfigError;
 pub use ledger::{DecimalText, LedgerConfig, RawLedger, RawPrice};
+pub use local::{
+    KvCacheSize, LocalDevice, LocalModelSettings, DEFAULT_LOCAL_MODEL_NAME,
+    DEFAULT_LOCAL_MODEL_PATH,
+};
 pub use presets::{
     bedrock_base_url, find_preset, Preset, ANTHROPIC_DEFAULT_MAX_TOKENS, ANTHROPIC_DEFAULT_VERSION,
     AZURE_DEFAULT_API_VERSION, PRESETS,

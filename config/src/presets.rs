@@ -2,17 +2,20 @@
 //! URL and whether it needs a key, and the defaults of the wire formats'
 //! own settings (the one place they are written; `providers/` re-exports
 //! them). OpenAI-compatible vendors are data here, sharing the one OpenAI
-//! implementation in `providers/`.
+//! implementation in `providers/`; `local` is the built-in engine (see
+//! `local.rs`).
 
 /// A named default for an upstream `kind`: its wire format and base URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Preset {
     /// The `kind` value in config.
     pub name: &'static str,
-    /// The wire format: `openai`, `azure`, `anthropic`, `gemini` or `bedrock`.
+    /// The wire format: `openai`, `azure`, `anthropic`, `gemini`, `bedrock`,
+    /// or `local` (the built-in engine, which speaks OpenAI's shape in-process).
     pub format: &'static str,
     /// `base_url` when config gives none (`None`: it must be given; for
-    /// Bedrock it is derived from the region, see [`bedrock_base_url`]).
+    /// Bedrock it is derived from the region, see [`bedrock_base_url`]; a
+    /// `local` upstream has none and refuses one).
     pub base_url: Option<&'static str>,
     /// Whether an `api_key` is needed.
     pub needs_api_key: bool,
@@ -79,6 +82,7 @@ pub const PRESETS: &[Preset] = &[
         true,
     ),
     preset("bedrock", "bedrock", None, false),
+    preset("local", "local", None, false),
 ];
 
 /// Looks up a `kind` in [`PRESETS`].

@@ -8,9 +8,10 @@ pub use crate::raw_access::{
     RawAuth, RawBudget, RawBudgets, RawJwt, RawKey, RawLimits, RawQuotas, RawTenant, RawTenants,
 };
 pub use crate::raw_routing::{RawBreaker, RawModel, RawRouting, RawStep, RawTarget};
-use crate::Secret;
+use crate::{DecimalText, Secret};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// The whole file. Every section may be left out.
 #[derive(Debug, Default, Deserialize)]
@@ -106,7 +107,10 @@ pub struct RawUpstream {
     /// What the upstream is: `openai` (the default) or an OpenAI-compatible
     /// preset (`groq`, `mistral`, `deepseek`, `together`, `openrouter`,
     /// `vllm`, `ollama`, `tgi`, `sluice`), or a translated API (`azure`,
-    /// `anthropic`, `gemini`, `bedrock`).
+    /// `anthropic`, `gemini`, `bedrock`), or `local`: the built-in inference
+    /// engine, run inside sluice (it takes the `local` keys below and refuses
+    /// `base_url`, `api_key`, `api_key_file`, `headers` and the other
+    /// remote-only keys).
     #[serde(default)]
     pub kind: Option<String>,
     /// Base URL including the API version prefix, e.g.
@@ -122,7 +126,7 @@ pub struct RawUpstream {
     /// A file holding the API key instead of `api_key` (a mounted secret);
     /// re-read when it changes, without a restart. Default: none.
     #[serde(default)]
-    pub api_key_file: Option<std::path::PathBuf>,
+    pub api_key_file: Option<PathBuf>,
     /// Milliseconds a whole exchange may take, streaming included. Default: no limit.
     #[serde(default)]
     pub total_timeout_ms: Option<u64>,
@@ -150,6 +154,43 @@ pub struct RawUpstream {
     /// Extra headers sent on every request to this upstream. Default: none.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `local` only: a GGUF file, or an HF model folder (`config.json`,
+    /// `model.safetensors`, `tokenizer.json`); relative paths are relative to
+    /// the working directory. Required for `local`.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// `local` only: where the model runs, `cpu` or `cuda:N` (N the GPU
+    /// index). Default `cpu`.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// `local` only: KV cache size in blocks; give this or `kv_cache_bytes`,
+    /// not both. Default: neither (the engine sizes the cache from a memory
+    /// budget).
+    #[serde(default)]
+    pub kv_cache_blocks: Option<usize>,
+    /// `local` only: KV cache size in bytes; give this or `kv_cache_blocks`,
+    /// not both. Default: neither.
+    #[serde(default)]
+    pub kv_cache_bytes: Option<u64>,
+    /// `local` only: most sequences decoded together. Default 64.
+    #[serde(default)]
+    pub max_sequences: Option<usize>,
+    /// `local` only: most tokens (prompt chunks and decodes) in one engine
+    /// step. Default 512.
+    #[serde(default)]
+    pub max_tokens_per_step: Option<usize>,
+    /// `local` only: threads for the CPU kernels. Default 0: every core.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// `local` only: a Jinja chat template file that replaces the model's own
+    /// (GGUF `tokenizer.chat_template`, or `tokenizer_config.json`). Default:
+    /// the model's.
+    #[serde(default)]
+    pub chat_template: Option<PathBuf>,
+    /// `local` only: what the ledger charges for this model's tokens.
+    /// Default: free (`input: "0"`, `output: "0"`).
+    #[serde(default)]
+    pub price: Option<RawLocalPrice>,
     /// Milliseconds to establish the TCP (and TLS) connection. Default 5000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -161,6 +202,19 @@ pub struct RawUpstream {
     /// Milliseconds allowed between two pieces of a response body. Default 300000.
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+}
+
+/// `upstreams.<name>.price:` (kind `local`) — USD per million tokens, as
+/// decimals written as numbers or strings (`"0.05"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocalPrice {
+    /// USD per million prompt tokens. Default `"0"`.
+    #[serde(default = "DecimalText::zero")]
+    pub input: DecimalText,
+    /// USD per million completion tokens. Default `"0"`.
+    #[serde(default = "DecimalText::zero")]
+    pub output: DecimalText,
 }
 
 fn default_listen() -> String {

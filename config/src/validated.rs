@@ -83,6 +83,10 @@ pub enum UpstreamKind {
         /// Session token.
         session_token: Option<Secret>,
     },
+    /// The built-in inference engine, run inside sluice: OpenAI's request
+    /// and response shape, no network address (its base URL is
+    /// [`UpstreamBaseUrl::in_process`]).
+    Local(crate::LocalModelSettings),
 }
 
 /// One upstream server, validated.
@@ -158,6 +162,18 @@ impl UpstreamBaseUrl {
         })
     }
 
+    /// The base URL of an in-process upstream (kind `local`): no network
+    /// address. Host `in-process`, port 0, no TLS, empty prefix; never
+    /// connected to.
+    pub fn in_process() -> Self {
+        UpstreamBaseUrl {
+            tls: false,
+            host: "in-process".to_string(),
+            port: 0,
+            path_prefix: String::new(),
+        }
+    }
+
     /// `host:port` as used to resolve and connect.
     pub fn authority(&self) -> String {
         if self.host.contains(':') {
@@ -174,15 +190,21 @@ fn upstream_kind(
     at: &dyn Fn(&str) -> String,
 ) -> Result<(UpstreamKind, Option<String>), ConfigError> {
     let name = up.kind.as_deref().unwrap_or("openai");
-    let preset = crate::presets::find_preset(name).ok_or_else(|| {
+    let unknown = |what: String| {
         let known: Vec<&str> = crate::presets::PRESETS.iter().map(|p| p.name).collect();
         ConfigError::validation(
             at("kind"),
-            format!("unknown kind {name:?}; known: {known:?}"),
+            format!("{what}; valid kinds: {}", known.join(", ")),
         )
-    })?;
+    };
+    let preset = crate::presets::find_preset(name)
+        .ok_or_else(|| unknown(format!("unknown kind {name:?}")))?;
+    if preset.name != crate::local::LOCAL_KIND {
+        crate::local::refuse_local_keys(up, name, at)?;
+    }
     let mut default_url = preset.base_url.map(str::to_string);
     let kind = match preset.format {
+        "openai" => UpstreamKind::OpenAi,
         "azure" => UpstreamKind::Azure {
             api_version: up
                 .api_version
@@ -216,7 +238,13 @@ fn upstream_kind(
                 region,
             }
         }
-        _ => UpstreamKind::OpenAi,
+        "local" => UpstreamKind::Local(crate::local::local_settings(up, at)?),
+        other => {
+            // Only reachable if PRESETS names a format this match lacks.
+            return Err(unknown(format!(
+                "kind {name:?} has no implementation for its wire format {other:?}"
+            )));
+        }
     };
     Ok((kind, default_url))
 }
@@ -265,11 +293,15 @@ impl Config {
         for (name, up) in raw.upstreams {
             let at = |key: &str| format!("upstreams.{name}.{key}");
             let (kind, default_url) = upstream_kind(&up, &at)?;
-            let base_url_text = up.base_url.clone().or(default_url).ok_or_else(|| {
-                ConfigError::validation(at("base_url"), "is required for this kind")
-            })?;
-            let base_url = UpstreamBaseUrl::parse(&base_url_text)
-                .map_err(|m| ConfigError::validation(at("base_url"), m))?;
+            let base_url = if matches!(kind, UpstreamKind::Local(_)) {
+                UpstreamBaseUrl::in_process()
+            } else {
+                let text = up.base_url.clone().or(default_url).ok_or_else(|| {
+                    ConfigError::validation(at("base_url"), "is required for this kind")
+                })?;
+                UpstreamBaseUrl::parse(&text)
+                    .map_err(|m| ConfigError::validation(at("base_url"), m))?
+            };
             let mut headers = Vec::with_capacity(up.headers.len());
             for (key, value) in up.headers {
                 let header_name = http::HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
@@ -353,29 +385,42 @@ impl Config {
     }
 
     /// The configuration used when sluice starts without a file: listen on
-    /// 127.0.0.1:8080; when `OPENAI_API_KEY` is set, forward every model name
-    /// to `OPENAI_BASE_URL` (default `https://api.openai.com/v1`), exactly as
-    /// the OpenAI SDK reads those variables.
+    /// 127.0.0.1:8080; serve [`crate::DEFAULT_LOCAL_MODEL_PATH`] with the
+    /// built-in engine as [`crate::DEFAULT_LOCAL_MODEL_NAME`] (upstream
+    /// `local`); and when `OPENAI_API_KEY` is set, forward every other model
+    /// name to `OPENAI_BASE_URL` (default `https://api.openai.com/v1`),
+    /// exactly as the OpenAI SDK reads those variables (upstream `openai`).
     pub fn embedded_defaults(
         lookup_env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut raw = RawConfig::default();
+        let upstream = |pairs: Vec<(&str, String)>| {
+            serde_yaml_ng::from_value::<RawUpstream>(serde_yaml_ng::Value::Mapping(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ))
+        };
+        let local = upstream(vec![
+            ("kind", crate::local::LOCAL_KIND.to_string()),
+            ("model", crate::DEFAULT_LOCAL_MODEL_PATH.to_string()),
+        ])
+        .map_err(|e| ConfigError::validation("upstreams.local", e.to_string()))?;
+        raw.upstreams.insert("local".to_string(), local);
+        raw.models.push(crate::raw::RawModel {
+            name: crate::DEFAULT_LOCAL_MODEL_NAME.to_string(),
+            upstream: Some("local".to_string()),
+            upstream_model: None,
+            chain: None,
+        });
         if let Some(key) = lookup_env("OPENAI_API_KEY").filter(|k| !k.is_empty()) {
             let base_url = lookup_env("OPENAI_BASE_URL")
                 .filter(|u| !u.is_empty())
                 .unwrap_or_else(|| "https://api.openai.com/v1".to_string());
-            raw.upstreams.insert(
-                "openai".to_string(),
-                serde_yaml_ng::from_value(serde_yaml_ng::Value::Mapping(
-                    [
-                        ("base_url".into(), base_url.into()),
-                        ("api_key".into(), key.into()),
-                    ]
-                    .into_iter()
-                    .collect(),
-                ))
-                .map_err(|e| ConfigError::validation("OPENAI_BASE_URL", e.to_string()))?,
-            );
+            let openai = upstream(vec![("base_url", base_url), ("api_key", key)])
+                .map_err(|e| ConfigError::validation("OPENAI_BASE_URL", e.to_string()))?;
+            raw.upstreams.insert("openai".to_string(), openai);
             raw.models.push(crate::raw::RawModel {
                 name: WILDCARD_MODEL.to_string(),
                 upstream: Some("openai".to_string()),
@@ -384,7 +429,8 @@ impl Config {
             });
         }
         Config::from_raw(raw).map_err(|e| match e {
-            ConfigError::Validation { message, .. } => {
+            // The only value taken from outside is the OpenAI base URL.
+            ConfigError::Validation { path, message } if path.starts_with("upstreams.openai.") => {
                 ConfigError::validation("OPENAI_BASE_URL", message)
             }
             other => other,

@@ -3,7 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use sluice_config::{load_file, load_str, Config, ConfigError, UpstreamBaseUrl};
+use sluice_config::{
+    load_file, load_str, Config, ConfigError, LocalDevice, UpstreamBaseUrl, UpstreamKind,
+    DEFAULT_LOCAL_MODEL_NAME, DEFAULT_LOCAL_MODEL_PATH,
+};
 use std::collections::HashMap;
 
 fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -27,6 +30,25 @@ fn example_config_in_repo_parses() {
     let config = load_file(&path).unwrap();
     assert!(!config.upstreams.is_empty());
     assert!(config.listed_models().count() >= 2);
+}
+
+#[test]
+fn example_local_upstream_parses_when_uncommented() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sluice.example.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let block: Vec<String> = text
+        .lines()
+        .skip_while(|l| *l != "  # smol:")
+        .take_while(|l| l.starts_with("  #"))
+        .map(|l| l.replacen("# ", "", 1))
+        .collect();
+    assert!(block.len() > 5, "the commented local example is gone");
+    let yaml = format!(
+        "upstreams:\n{}\nmodels:\n  - {{name: smollm2-135m-instruct, upstream: smol}}\n",
+        block.join("\n")
+    );
+    let config = load_str(&yaml, &env_of(&[])).unwrap();
+    assert!(matches!(config.upstreams[0].kind, UpstreamKind::Local(_)));
 }
 
 #[test]
@@ -158,13 +180,30 @@ fn invalid_yaml_is_a_syntax_error() {
 
 #[test]
 fn embedded_defaults_follow_openai_sdk_variables() {
+    let upstream = |config: &Config, name: &str| {
+        config
+            .upstreams
+            .iter()
+            .find(|u| u.name == name)
+            .cloned()
+            .unwrap()
+    };
     let none = Config::embedded_defaults(&env_of(&[])).unwrap();
-    assert!(none.models.is_empty());
+    // Without a key: only the built-in engine's model.
+    assert_eq!(none.upstreams.len(), 1);
+    let names: Vec<&str> = none.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, [DEFAULT_LOCAL_MODEL_NAME]);
 
     let with_key = Config::embedded_defaults(&env_of(&[("OPENAI_API_KEY", "sk-x")])).unwrap();
-    assert_eq!(with_key.upstreams[0].base_url.host, "api.openai.com");
-    assert!(with_key.upstreams[0].base_url.tls);
-    assert_eq!(with_key.models[0].name, "*");
+    let openai = upstream(&with_key, "openai");
+    assert_eq!(openai.base_url.host, "api.openai.com");
+    assert!(openai.base_url.tls);
+    let names: Vec<&str> = with_key.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, [DEFAULT_LOCAL_MODEL_NAME, "*"]);
+    let listed: Vec<&str> = with_key.listed_models().map(|m| m.name.as_str()).collect();
+    assert_eq!(listed, [DEFAULT_LOCAL_MODEL_NAME]);
+    let wildcard_target = &with_key.models[1].steps[0].targets[0];
+    assert_eq!(with_key.upstreams[wildcard_target.upstream].name, "openai");
 
     let with_base = Config::embedded_defaults(&env_of(&[
         ("OPENAI_API_KEY", "sk-x"),
@@ -172,7 +211,7 @@ fn embedded_defaults_follow_openai_sdk_variables() {
     ]))
     .unwrap();
     assert_eq!(
-        with_base.upstreams[0].base_url,
+        upstream(&with_base, "openai").base_url,
         UpstreamBaseUrl {
             tls: false,
             host: "127.0.0.1".into(),
@@ -180,6 +219,31 @@ fn embedded_defaults_follow_openai_sdk_variables() {
             path_prefix: "/v1".into()
         }
     );
+    let err = Config::embedded_defaults(&env_of(&[
+        ("OPENAI_API_KEY", "sk-x"),
+        ("OPENAI_BASE_URL", "ftp://x"),
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("OPENAI_BASE_URL: scheme must be"), "{err}");
+}
+
+#[test]
+fn embedded_defaults_serve_the_local_model() {
+    let config = Config::embedded_defaults(&env_of(&[])).unwrap();
+    let local = &config.upstreams[0];
+    assert_eq!(local.name, "local");
+    assert_eq!(local.base_url, UpstreamBaseUrl::in_process());
+    let UpstreamKind::Local(settings) = &local.kind else {
+        panic!("not local: {:?}", local.kind);
+    };
+    assert_eq!(
+        settings.model,
+        std::path::PathBuf::from(DEFAULT_LOCAL_MODEL_PATH)
+    );
+    assert_eq!(settings.device, LocalDevice::Cpu);
+    assert_eq!(config.models[0].steps[0].targets[0].upstream, 0);
+    assert_eq!(config.models[0].steps[0].targets[0].model, None);
 }
 
 #[test]

@@ -50,7 +50,11 @@ impl Provider {
     /// (address, `api_key`, extra headers) and its kind.
     pub fn new(settings: &UpstreamSettings, kind: ProviderKind) -> Self {
         match kind {
-            ProviderKind::OpenAi => Provider::OpenAi(OpenAiCompatible::new(settings)),
+            // `Local` (the built-in engine) speaks OpenAI's shape; the gateway
+            // answers it in-process and never sends it over HTTP.
+            ProviderKind::OpenAi | ProviderKind::Local(_) => {
+                Provider::OpenAi(OpenAiCompatible::new(settings))
+            }
             ProviderKind::Azure { api_version } => {
                 Provider::Azure(Azure::new(settings, &api_version))
             }

@@ -16,5 +16,5 @@ pub mod weights;
 pub use batch::{ChunkInput, PackedBatch};
 pub use config::{ModelConfig, RopeStyle};
 pub use llama::{AttentionKernel, LlamaRunner};
-pub use loader::{load_gguf, load_gguf_with, load_hf_dir, LoadedModel};
+pub use loader::{load_gguf, load_gguf_with, load_hf_dir, load_model, LoadedModel};
 pub use weights::GgufOptions;

@@ -20,7 +20,7 @@ use crate::downstream::respond::{respond, respond_error};
 use crate::downstream::RequestCtx;
 use crate::error::GatewayError;
 use crate::forward::upstream_pool::UpstreamPool;
-use crate::forward::{LocalBackend, Services};
+use crate::forward::{NamedBackends, Services};
 use crate::ops::{Accounting, Alerts, Metrics};
 use crate::streams::StreamControl;
 use async_trait::async_trait;
@@ -62,7 +62,7 @@ pub struct GatewayParts {
     /// Flipped by the server once it runs.
     pub ready: Arc<AtomicBool>,
     /// In-process backends by upstream name (the built-in engine).
-    pub local: Vec<(String, Arc<dyn LocalBackend>)>,
+    pub local: NamedBackends,
 }
 
 impl Gateway {

@@ -1,7 +1,7 @@
 //! Assembling and running the pingora server around the [`Gateway`].
 
 use super::{Gateway, GatewayParts};
-use crate::forward::LocalBackend;
+use crate::forward::NamedBackends;
 use crate::ops::{Accounting, ControlRuntime, Metrics};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
@@ -74,10 +74,7 @@ fn seed_budgets(access: &AccessPolicy, accounting: &Accounting, control: &Contro
 
 /// Runs sluice with `config` until SIGTERM (graceful) or SIGINT (fast).
 /// `local` are the in-process backends, by upstream name.
-pub fn run(
-    config: Config,
-    local: Vec<(String, Arc<dyn LocalBackend>)>,
-) -> Result<(), StartupError> {
+pub fn run(config: Config, local: NamedBackends) -> Result<(), StartupError> {
     let metrics = Arc::new(Metrics::new()?);
     let ready = Arc::new(AtomicBool::new(false));
     let control = ControlRuntime::start()?;

@@ -50,6 +50,9 @@ use sluice_providers::{Candidate, Endpoint, Route, Router, RoutingFields};
 use std::sync::Arc;
 use upstream_pool::UpstreamPool;
 
+/// In-process backends by the name of the upstream they serve.
+pub type NamedBackends = Vec<(String, Arc<dyn LocalBackend>)>;
+
 /// What the forward phases need, and nothing else of the gateway.
 pub struct Services {
     /// Model names to failover plans, and each target's health.

@@ -51,8 +51,10 @@ impl ReplyWriter {
     /// The first SSE event of a chat stream: the assistant's role.
     pub fn opening(&self) -> Option<Bytes> {
         self.chat.then(|| {
-            self.chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""},
-                "logprobs": null, "finish_reason": null}))
+            self.chunk(
+                json!({"index": 0, "delta": {"role": "assistant", "content": ""},
+                "logprobs": null, "finish_reason": null}),
+            )
         })
     }
 

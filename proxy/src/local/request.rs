@@ -86,7 +86,11 @@ impl From<PromptError> for Refusal {
 }
 
 /// Reads `body` (as the target's adapter built it) for `model`.
-pub fn read(endpoint: Endpoint, body: &[u8], model: &ServedModel) -> Result<EngineRequest, Refusal> {
+pub fn read(
+    endpoint: Endpoint,
+    body: &[u8],
+    model: &ServedModel,
+) -> Result<EngineRequest, Refusal> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| Refusal::invalid("body", format!("The body is not JSON: {e}")))?;
     let prompt = match endpoint {
@@ -114,7 +118,10 @@ pub fn read(endpoint: Endpoint, body: &[u8], model: &ServedModel) -> Result<Engi
         }
     };
     if v.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
-        return Err(Refusal::invalid("n", "the built-in engine answers with n = 1 only"));
+        return Err(Refusal::invalid(
+            "n",
+            "the built-in engine answers with n = 1 only",
+        ));
     }
     let room = model.context_tokens().saturating_sub(prompt.len());
     let asked = v
@@ -122,7 +129,12 @@ pub fn read(endpoint: Endpoint, body: &[u8], model: &ServedModel) -> Result<Engi
         .or_else(|| v.get("max_tokens"))
         .and_then(Value::as_u64);
     let max_tokens = match asked {
-        Some(0) => return Err(Refusal::invalid("max_tokens", "max_tokens must be at least 1")),
+        Some(0) => {
+            return Err(Refusal::invalid(
+                "max_tokens",
+                "max_tokens must be at least 1",
+            ))
+        }
         Some(n) => (n as usize).min(room),
         None => room,
     };

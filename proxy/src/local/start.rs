@@ -4,7 +4,7 @@
 //! reached, the tiny generated model answers instead, with a warning.
 
 use super::EngineBackend;
-use crate::forward::LocalBackend;
+use crate::forward::{LocalBackend, NamedBackends};
 use sluice_batcher::fetch::{FetchProgress, ModelFetch};
 use sluice_batcher::serve::{DeviceChoice, KvCacheSize, ServeOptions, ServedModel};
 use sluice_config::{Config, LocalDevice, LocalModelSettings, UpstreamKind};
@@ -27,10 +27,7 @@ pub struct LocalStartError {
 
 /// Starts the engine of every `kind: local` upstream in `config`; returns
 /// them by upstream name. `offline` never fetches the default model.
-pub fn start_engines(
-    config: &mut Config,
-    offline: bool,
-) -> Result<Vec<(String, Arc<dyn LocalBackend>)>, LocalStartError> {
+pub fn start_engines(config: &mut Config, offline: bool) -> Result<NamedBackends, LocalStartError> {
     let mut started = Vec::new();
     for upstream in &mut config.upstreams {
         let UpstreamKind::Local(settings) = &mut upstream.kind else {
@@ -45,7 +42,8 @@ pub fn start_engines(
         {
             settings.model = default_model(&settings.model, offline).map_err(fail)?;
         }
-        let model = ServedModel::start(&serve_options(settings)).map_err(|e| fail(e.to_string()))?;
+        let model =
+            ServedModel::start(&serve_options(settings)).map_err(|e| fail(e.to_string()))?;
         let backend: Arc<dyn LocalBackend> = EngineBackend::new(model);
         started.push((upstream.name.clone(), backend));
     }

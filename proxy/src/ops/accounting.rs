@@ -9,7 +9,7 @@
 
 use super::Metrics;
 use serde_json::Value;
-use sluice_config::{Config, RawPrice};
+use sluice_config::{Config, RawPrice, UpstreamKind};
 use sluice_ledger::{
     count_tokens, EndState, Ledger, LedgerSettings, PriceBook, PriceOverride, PriceTable, Store,
     TokenUsage, UsageRecord, UsageSource, UsdPerMillion,
@@ -90,6 +90,36 @@ fn override_of(p: &RawPrice) -> Result<PriceOverride, sluice_ledger::LedgerError
     })
 }
 
+/// The prices of models served by `kind: local` upstreams, by the model
+/// name each route sends them (a wildcard route's names cannot be listed:
+/// those stay unpriced unless `pricing:` names them). `pricing:` entries
+/// come after these and win.
+fn local_model_prices(config: &Config) -> Result<Vec<PriceOverride>, sluice_ledger::LedgerError> {
+    let mut prices = Vec::new();
+    for route in &config.models {
+        for target in route.steps.iter().flat_map(|step| &step.targets) {
+            let Some(upstream) = config.upstreams.get(target.upstream) else {
+                continue;
+            };
+            let UpstreamKind::Local(local) = &upstream.kind else {
+                continue;
+            };
+            let model = target.model.clone().unwrap_or_else(|| route.name.clone());
+            if model == sluice_config::WILDCARD_MODEL {
+                continue;
+            }
+            prices.push(PriceOverride {
+                model,
+                input: UsdPerMillion::parse(&local.price_input.0)?,
+                cached_input: None,
+                output: UsdPerMillion::parse(&local.price_output.0)?,
+                as_of: None,
+            });
+        }
+    }
+    Ok(prices)
+}
+
 impl Accounting {
     /// Loads prices and starts the ledger writer (unless disabled); the
     /// report store opens on `control`.
@@ -103,12 +133,10 @@ impl Accounting {
             .thread_name("sluice-ledger")
             .enable_all()
             .build()?;
-        let overrides: Vec<PriceOverride> = config
-            .ledger
-            .pricing
-            .iter()
-            .map(override_of)
-            .collect::<Result<_, _>>()?;
+        let mut overrides = local_model_prices(config)?;
+        for price in &config.ledger.pricing {
+            overrides.push(override_of(price)?);
+        }
         let mut prices = PriceBook::new(PriceTable::embedded()?.with_overrides(&overrides)?);
         for tenant in &config.access.tenants {
             if !tenant.pricing.is_empty() {
