@@ -69,3 +69,38 @@ models:
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("ok: 5 providers"));
 }
+
+#[tokio::test]
+async fn the_openai_python_sdk_works_unchanged_against_the_built_in_engine() {
+    if !python_with_openai() {
+        if std::env::var_os("CI").is_some() {
+            panic!("python3 with the `openai` package is required under CI (pip install openai)");
+        }
+        return;
+    }
+    let dir = sluice_batcher::model::tiny::scratch_dir("sdk-local");
+    let model = sluice_batcher::model::tiny::write_tiny_model(&dir, 7, true).unwrap();
+    let config = format!(
+        "upstreams:\n  engine: {{kind: local, model: \"{}\"}}\nmodels:\n  - {{name: tiny, upstream: engine}}\n",
+        model.display()
+    );
+    let sluice = Sluice::start(&config).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk_local.py");
+    let base_url = sluice.url("/v1");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([script, &base_url, "tiny"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "SDK run failed:\n{}\n{}\nsluice log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        sluice.log()
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok: built-in engine"));
+}

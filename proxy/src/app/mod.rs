@@ -218,6 +218,14 @@ impl Gateway {
                 .set(target.health.breaker_state().as_gauge());
         }
         streams.observe();
+        for (target, backend) in router.targets().iter().zip(&self.services.local) {
+            if let Some(load) = match backend {
+                Some(backend) => backend.load().await,
+                None => None,
+            } {
+                metrics.engine.observe(&target.settings.name, &load);
+            }
+        }
         if let Some(stats) = accounting.stats() {
             metrics.observe_ledger(&stats);
         }

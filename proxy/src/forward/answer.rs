@@ -74,9 +74,32 @@ pub enum LocalFailure {
 /// A backend that answers in-process (TGI's `Backend::schedule`).
 #[async_trait]
 pub trait LocalBackend: Send + Sync {
-    /// Starts answering `request`. Cheap to call; the work runs elsewhere,
-    /// and the returned body yields as it is produced.
+    /// Starts answering `request`. The work runs elsewhere; this returns
+    /// once the first piece is known (so a failure before it can fail
+    /// over), and the returned body yields the rest as it is produced.
     async fn schedule(&self, request: LocalRequest<'_>) -> Result<LocalReply, LocalFailure>;
+
+    /// How loaded the backend is now, for `/metrics`.
+    async fn load(&self) -> Option<BackendLoad>;
+}
+
+/// A backend's load, read at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendLoad {
+    /// Requests waiting to be admitted.
+    pub waiting: usize,
+    /// Requests in the running batch.
+    pub running: usize,
+    /// Requests paused.
+    pub paused: usize,
+    /// KV cache blocks in use.
+    pub kv_blocks_used: usize,
+    /// KV cache blocks in all.
+    pub kv_blocks_total: usize,
+    /// Preemptions since start.
+    pub preemptions: u64,
+    /// Tokens generated since start.
+    pub generated_tokens: u64,
 }
 
 /// Where the chosen answer comes from.

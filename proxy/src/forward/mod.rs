@@ -34,7 +34,7 @@ pub mod settle;
 pub mod upstream_pool;
 
 pub use answer::{
-    AnswerSource, LocalBackend, LocalControls, LocalFailure, LocalReply, LocalRequest,
+    AnswerSource, BackendLoad, LocalBackend, LocalControls, LocalFailure, LocalReply, LocalRequest,
 };
 pub use dialect::Dialect;
 

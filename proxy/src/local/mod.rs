@@ -8,7 +8,9 @@ pub mod reply;
 pub mod request;
 pub mod start;
 
-use crate::forward::{LocalBackend, LocalControls, LocalFailure, LocalReply, LocalRequest};
+use crate::forward::{
+    BackendLoad, LocalBackend, LocalControls, LocalFailure, LocalReply, LocalRequest,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -97,6 +99,19 @@ impl LocalBackend for EngineBackend {
                 engine: engine.clone(),
                 id,
             })),
+        })
+    }
+
+    async fn load(&self) -> Option<BackendLoad> {
+        let stats = self.model.engine().stats().await.ok()?;
+        Some(BackendLoad {
+            waiting: stats.waiting,
+            running: stats.running,
+            paused: stats.paused,
+            kv_blocks_used: stats.blocks_used,
+            kv_blocks_total: stats.blocks_total,
+            preemptions: stats.preemptions,
+            generated_tokens: stats.generated_tokens,
         })
     }
 }

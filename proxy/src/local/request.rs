@@ -168,6 +168,11 @@ pub fn read(
         presence_penalty: number("presence_penalty", 0.0)?,
         max_tokens,
         stop,
+        // vLLM's extension: keep going past the end-of-sequence token.
+        ignore_eos: v
+            .get("ignore_eos")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         ..SamplingParams::greedy(max_tokens)
     };
     sampling.validate().map_err(|e| {

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub queue_waiting: IntGauge,
     /// Node slots in use (set at scrape).
     pub node_slots_used: IntGauge,
+    /// The built-in engines' load (set at scrape).
+    pub engine: super::engine_metrics::EngineMetrics,
 }
 
 impl Metrics {
@@ -219,7 +221,9 @@ impl Metrics {
         registry.register(Box::new(ledger_events.clone()))?;
         registry.register(Box::new(quota_store_errors.clone()))?;
         let streams = StreamMetrics::new(&registry)?;
+        let engine = super::engine_metrics::EngineMetrics::new(&registry)?;
         Ok(Metrics {
+            engine,
             streams_live: streams.live,
             stream_cancellations: streams.cancellations,
             stream_pause: streams.pause,
