@@ -18,7 +18,7 @@ use crate::scheduler::SchedulerConfig;
 /// KV cache memory when the config gives no size (f32 K and V).
 pub const DEFAULT_KV_CACHE_BYTES: u64 = 512 * 1024 * 1024;
 /// Tokens per KV block.
-const BLOCK_SIZE: usize = 16;
+pub const BLOCK_SIZE: usize = 16;
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

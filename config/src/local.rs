@@ -76,6 +76,9 @@ pub struct LocalModelSettings {
     pub max_sequences: usize,
     /// Most tokens (prefill and decode) in one engine step (at least 1).
     pub max_tokens_per_step: usize,
+    /// Most requests waiting beyond `max_sequences` before the engine
+    /// answers overloaded.
+    pub max_waiting: usize,
     /// Threads for the CPU kernels; 0 means every core.
     pub threads: usize,
     /// A Jinja chat template file that replaces the model's own.
@@ -183,6 +186,7 @@ pub(crate) fn local_settings(
         kv_cache,
         max_sequences,
         max_tokens_per_step,
+        max_waiting: up.max_waiting.unwrap_or(max_sequences * 4),
         threads: up.threads.unwrap_or(0),
         chat_template: up.chat_template.clone(),
         price_input,
@@ -203,6 +207,7 @@ pub(crate) fn refuse_local_keys(
         ("kv_cache_blocks", up.kv_cache_blocks.is_some()),
         ("kv_cache_bytes", up.kv_cache_bytes.is_some()),
         ("max_sequences", up.max_sequences.is_some()),
+        ("max_waiting", up.max_waiting.is_some()),
         ("max_tokens_per_step", up.max_tokens_per_step.is_some()),
         ("threads", up.threads.is_some()),
         ("chat_template", up.chat_template.is_some()),
@@ -268,6 +273,7 @@ models:
                 kv_cache: Some(KvCacheSize::Blocks(2048)),
                 max_sequences: 8,
                 max_tokens_per_step: 256,
+                max_waiting: 32,
                 threads: 2,
                 chat_template: Some("templates/chatml.jinja".into()),
                 price_input: DecimalText("0.05".into()),

@@ -175,6 +175,11 @@ pub struct RawUpstream {
     /// `local` only: most sequences decoded together. Default 64.
     #[serde(default)]
     pub max_sequences: Option<usize>,
+    /// `local` only: most requests waiting for the engine beyond
+    /// `max_sequences`; past it the engine answers overloaded at once and a
+    /// chain moves on. Default 4 × `max_sequences`; 0 queues nothing.
+    #[serde(default)]
+    pub max_waiting: Option<usize>,
     /// `local` only: most tokens (prompt chunks and decodes) in one engine
     /// step. Default 512.
     #[serde(default)]

@@ -449,3 +449,64 @@ async fn a_cancel_through_the_stream_api_and_a_client_that_leaves_free_the_engin
     );
     assert!(metric(&metrics, "vllm:num_requests_running", &[]) == 0.0);
 }
+
+#[tokio::test]
+async fn an_engine_at_capacity_answers_overloaded_and_the_chain_moves_on() {
+    let Some(model) = smollm2() else { return };
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let config = format!(
+        r#"
+upstreams:
+  smol-engine: {{kind: local, model: "{}", max_sequences: 1, max_waiting: 0}}
+  mock: {{base_url: "{}"}}
+models:
+  - {{name: smol, upstream: smol-engine}}
+  - name: smol-or-mock
+    chain:
+      - targets: [{{upstream: smol-engine, model: smol}}]
+      - targets: [{{upstream: mock, model: mock-model}}]
+"#,
+        model.display(),
+        mock.base_url()
+    );
+    let sluice = Sluice::start(&config).await;
+    let (id, _held) = long_stream(&sluice).await;
+    let body = json!({"model": "smol-or-mock", "messages": [{"role": "user", "content": "hi"}]});
+    let response = post(&sluice, "/v1/chat/completions", &body, None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-sluice-target"], "mock");
+    assert_eq!(mock.stats().requests(), 1);
+    let metrics = reqwest::get(sluice.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            "sluice_upstream_errors_total",
+            &[r#"upstream="smol-engine""#, r#"kind="overloaded""#]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "vllm:num_requests_running",
+            &[r#"model_name="smol-engine""#]
+        ),
+        1.0
+    );
+    assert!(
+        metrics.contains(r#"vllm:cache_config_info{block_size="16",model_name="smol-engine""#),
+        "{metrics}"
+    );
+    let cancel = reqwest::Client::new()
+        .post(sluice.url(&format!("/v1/streams/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    engine_idle(&sluice, "smol-engine").await;
+}

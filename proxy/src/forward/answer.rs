@@ -96,6 +96,8 @@ pub struct BackendLoad {
     pub kv_blocks_used: usize,
     /// KV cache blocks in all.
     pub kv_blocks_total: usize,
+    /// Tokens per KV block.
+    pub kv_block_size: usize,
     /// Preemptions since start.
     pub preemptions: u64,
     /// Tokens generated since start.

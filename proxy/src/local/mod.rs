@@ -19,17 +19,26 @@ use sluice_batcher::serve::ServedModel;
 use sluice_batcher::{BatcherError, EngineHandle, GenerateRequest, SeqId, TokenStream};
 use sluice_config::Priority;
 use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The built-in engine serving one model.
 pub struct EngineBackend {
     /// The model with its engine running.
     model: ServedModel,
+    /// One permit per request in the engine (running or waiting): the
+    /// bound past which it answers overloaded at once, so a chain moves on
+    /// instead of queueing behind it. A permit lives as long as its answer.
+    admitted: Arc<Semaphore>,
 }
 
 impl EngineBackend {
-    /// A backend over a started model.
-    pub fn new(model: ServedModel) -> Arc<Self> {
-        Arc::new(EngineBackend { model })
+    /// A backend over a started model taking at most `capacity` requests
+    /// at once (`max_sequences` running plus `max_waiting` waiting).
+    pub fn new(model: ServedModel, capacity: usize) -> Arc<Self> {
+        Arc::new(EngineBackend {
+            model,
+            admitted: Arc::new(Semaphore::new(capacity)),
+        })
     }
 }
 
@@ -58,6 +67,11 @@ impl LocalBackend for EngineBackend {
                 });
             }
         };
+        let permit = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| LocalFailure::Overloaded)?;
         let generate = GenerateRequest::from_tokens(read.prompt, read.sampling)
             .with_priority(engine_priority(request.priority));
         let engine = self.model.engine();
@@ -79,6 +93,7 @@ impl LocalBackend for EngineBackend {
             &format!("{:016x}", rand::random::<u64>()),
         );
         let answer = Answer {
+            _permit: permit,
             tokens,
             writer,
             pending: Some(first),
@@ -110,6 +125,7 @@ impl LocalBackend for EngineBackend {
             paused: stats.paused,
             kv_blocks_used: stats.blocks_used,
             kv_blocks_total: stats.blocks_total,
+            kv_block_size: sluice_batcher::serve::BLOCK_SIZE,
             preemptions: stats.preemptions,
             generated_tokens: stats.generated_tokens,
         })
@@ -120,6 +136,8 @@ impl LocalBackend for EngineBackend {
 /// Dropping it drops the token stream, which cancels the sequence and frees
 /// its KV blocks before the engine's next step.
 struct Answer {
+    /// The request's place in the engine, given back when the answer is dropped.
+    _permit: OwnedSemaphorePermit,
     tokens: TokenStream,
     writer: ReplyWriter,
     /// The event read before the answer started.

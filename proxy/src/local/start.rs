@@ -44,7 +44,8 @@ pub fn start_engines(config: &mut Config, offline: bool) -> Result<NamedBackends
         }
         let model =
             ServedModel::start(&serve_options(settings)).map_err(|e| fail(e.to_string()))?;
-        let backend: Arc<dyn LocalBackend> = EngineBackend::new(model);
+        let capacity = settings.max_sequences + settings.max_waiting;
+        let backend: Arc<dyn LocalBackend> = EngineBackend::new(model, capacity);
         started.push((upstream.name.clone(), backend));
     }
     Ok(started)

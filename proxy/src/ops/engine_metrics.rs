@@ -3,7 +3,7 @@
 //! Inference Extension endpoint picker can balance across engine nodes.
 
 use crate::forward::BackendLoad;
-use prometheus::{Gauge, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Engine series, by upstream name.
 pub struct EngineMetrics {
@@ -21,6 +21,10 @@ pub struct EngineMetrics {
     vllm_waiting: GaugeVec,
     /// `vllm:gpu_cache_usage_perc` (a fraction, as vLLM reports it).
     vllm_cache_usage: GaugeVec,
+    /// `vllm:kv_cache_usage_perc`, vLLM's newer name for the same.
+    vllm_kv_usage: GaugeVec,
+    /// `vllm:cache_config_info{block_size,num_gpu_blocks}`, always 1.
+    vllm_cache_config: GaugeVec,
 }
 
 impl EngineMetrics {
@@ -78,6 +82,20 @@ impl EngineMetrics {
                 ),
                 by_model,
             )?,
+            vllm_kv_usage: GaugeVec::new(
+                Opts::new(
+                    "vllm:kv_cache_usage_perc",
+                    "KV cache in use, 0 to 1 (vLLM's name).",
+                ),
+                by_model,
+            )?,
+            vllm_cache_config: GaugeVec::new(
+                Opts::new(
+                    "vllm:cache_config_info",
+                    "The KV cache's shape (vLLM's name); the value is 1.",
+                ),
+                &["model_name", "block_size", "num_gpu_blocks"],
+            )?,
         };
         registry.register(Box::new(m.requests.clone()))?;
         registry.register(Box::new(m.kv_blocks.clone()))?;
@@ -86,6 +104,8 @@ impl EngineMetrics {
         registry.register(Box::new(m.vllm_running.clone()))?;
         registry.register(Box::new(m.vllm_waiting.clone()))?;
         registry.register(Box::new(m.vllm_cache_usage.clone()))?;
+        registry.register(Box::new(m.vllm_kv_usage.clone()))?;
+        registry.register(Box::new(m.vllm_cache_config.clone()))?;
         Ok(m)
     }
 
@@ -120,11 +140,21 @@ impl EngineMetrics {
         self.vllm_waiting
             .with_label_values(&[upstream])
             .set(load.waiting as f64);
-        let usage: &Gauge = &self.vllm_cache_usage.with_label_values(&[upstream]);
-        usage.set(if load.kv_blocks_total == 0 {
+        let usage = if load.kv_blocks_total == 0 {
             0.0
         } else {
             load.kv_blocks_used as f64 / load.kv_blocks_total as f64
-        });
+        };
+        self.vllm_cache_usage
+            .with_label_values(&[upstream])
+            .set(usage);
+        self.vllm_kv_usage.with_label_values(&[upstream]).set(usage);
+        let (block_size, blocks) = (
+            load.kv_block_size.to_string(),
+            load.kv_blocks_total.to_string(),
+        );
+        self.vllm_cache_config
+            .with_label_values(&[upstream, block_size.as_str(), blocks.as_str()])
+            .set(1.0);
     }
 }
