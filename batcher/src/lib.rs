@@ -2,6 +2,9 @@
 //! engine with a paged KV cache, on candle.
 //!
 //! Where to start reading:
+//! - [`serve`]: what the gateway uses — [`serve::ServedModel::start`] loads a
+//!   model, sizes its KV cache and starts its engine; it turns messages into
+//!   prompt tokens. Nothing outside this crate touches candle.
 //! - [`engine`]: the actor. [`EngineHandle::submit`] returns a [`TokenStream`];
 //!   a dedicated thread owns the model and the KV cache and runs one step at a time.
 //! - [`scheduler`]: what runs in each step (continuous batching, chunked
