@@ -133,16 +133,14 @@ async fn try_candidates<'r>(
         let target = &services.router.targets()[candidate.target];
         let name = target.settings.name.as_str();
         let upstream_model = candidate.upstream_model(ctx.routed_model());
-        if !services.accounting.allow_unpriced
-            && !services.accounting.is_priced(ctx.tenant(), upstream_model)
-        {
-            failures.push(AttemptError::new(
-                name,
-                AttemptErrorKind::Skipped("model has no price and ledger.allow_unpriced is off"),
-            ));
-            continue;
-        }
-        let guard = match target.health.begin() {
+        let unpriced = !services.accounting.allow_unpriced
+            && !services.accounting.is_priced(ctx.tenant(), upstream_model);
+        let begun = if unpriced {
+            Err("model has no price and ledger.allow_unpriced is off")
+        } else {
+            target.health.begin()
+        };
+        let guard = match begun {
             Ok(guard) => guard,
             Err(why) => {
                 failures.push(AttemptError::new(name, AttemptErrorKind::Skipped(why)));
@@ -160,60 +158,19 @@ async fn try_candidates<'r>(
         let outgoing =
             provider.build_request(ctx.endpoint, &ctx.body, &ctx.fields, upstream_model)?;
         let sent = Instant::now();
-        let tried = match &services.local[candidate.target] {
-            Some(backend) => {
-                let request = LocalRequest {
-                    endpoint: ctx.endpoint,
-                    body: &outgoing.body,
-                    fields: &ctx.fields,
-                    model: upstream_model,
-                    priority: ctx.caller.priority,
-                };
-                let first_byte = target.settings.first_byte_timeout;
-                let wait = first_byte.min(deadline.saturating_duration_since(sent));
-                match tokio::time::timeout(wait, backend.schedule(request))
-                    .await
-                    .unwrap_or_else(|_| Err(LocalFailure::TimedOut))
-                {
-                    Ok(reply) => Ok(AnswerSource::Local(reply)),
-                    Err(LocalFailure::TimedOut) => Err(AttemptError::new(
-                        name,
-                        AttemptErrorKind::Timeout(TimeoutPhase::FirstByte),
-                    )),
-                    Err(LocalFailure::Overloaded) => {
-                        Err(AttemptError::new(name, AttemptErrorKind::Overloaded))
-                    }
-                    Err(LocalFailure::Failed(why)) => {
-                        tracing::warn!(upstream = name, error = %why, "local backend failed");
-                        Err(AttemptError::new(
-                            name,
-                            AttemptErrorKind::Broken("the engine failed before a response"),
-                        ))
-                    }
-                }
-            }
-            None => {
-                let remaining = deadline.saturating_duration_since(sent);
-                exchange::send(
-                    services,
-                    &exchange::HttpAttempt {
-                        candidate,
-                        target,
-                        provider: &provider,
-                        client,
-                        rctx,
-                        outgoing: &outgoing,
-                    },
-                    remaining,
-                )
-                .await
-                .map(AnswerSource::Http)
-            }
+        let remaining = deadline.saturating_duration_since(sent);
+        let attempt = exchange::HttpAttempt {
+            candidate,
+            target,
+            provider: &provider,
+            client,
+            rctx,
+            outgoing: &outgoing,
         };
+        let tried = ask(services, ctx, &attempt, upstream_model, remaining).await;
         let failure = match tried {
-            Ok(source) => match failed_status(name, &source) {
-                None => {
-                    services.metrics.upstream_first_byte(name, sent.elapsed());
+            Ok(source) => match judge(services, target, source, sent).await {
+                Ok(source) => {
                     guard.succeeded();
                     return Ok(Answer {
                         target,
@@ -225,16 +182,7 @@ async fn try_candidates<'r>(
                         attempts,
                     });
                 }
-                Some(failure) => {
-                    services.metrics.upstream_first_byte(name, sent.elapsed());
-                    if let Some(pause) = failure.retry_after {
-                        target.health.cool_down(pause);
-                    }
-                    if let AnswerSource::Http(mut session) = source {
-                        session.shutdown().await;
-                    }
-                    failure
-                }
+                Err(failure) => failure,
             },
             Err(failure) => failure,
         };
@@ -245,6 +193,80 @@ async fn try_candidates<'r>(
         failures.push(failure);
     }
     Err(summarise(&failures, attempts))
+}
+
+/// Sends one attempt to its target: in-process when the target has a
+/// backend, else over HTTP.
+async fn ask(
+    services: &Services,
+    ctx: &ForwardCtx<'_>,
+    attempt: &exchange::HttpAttempt<'_>,
+    upstream_model: &str,
+    remaining: Duration,
+) -> Result<AnswerSource, AttemptError> {
+    match &services.local[attempt.candidate.target] {
+        Some(backend) => {
+            let request = LocalRequest {
+                endpoint: ctx.endpoint,
+                body: &attempt.outgoing.body,
+                fields: &ctx.fields,
+                model: upstream_model,
+                priority: ctx.caller.priority,
+            };
+            ask_local(backend.as_ref(), request, attempt.target, remaining).await
+        }
+        None => exchange::send(services, attempt, remaining)
+            .await
+            .map(AnswerSource::Http),
+    }
+}
+
+/// Asks an in-process backend, within the target's first-byte timeout (and
+/// what is left of the attempt budget).
+async fn ask_local(
+    backend: &dyn super::LocalBackend,
+    request: LocalRequest<'_>,
+    target: &UpstreamTarget,
+    remaining: Duration,
+) -> Result<AnswerSource, AttemptError> {
+    let name = target.settings.name.as_str();
+    let wait = target.settings.first_byte_timeout.min(remaining);
+    let asked = tokio::time::timeout(wait, backend.schedule(request))
+        .await
+        .unwrap_or(Err(LocalFailure::TimedOut));
+    let kind = match asked {
+        Ok(reply) => return Ok(AnswerSource::Local(reply)),
+        Err(LocalFailure::TimedOut) => AttemptErrorKind::Timeout(TimeoutPhase::FirstByte),
+        Err(LocalFailure::Overloaded) => AttemptErrorKind::Overloaded,
+        Err(LocalFailure::Failed(why)) => {
+            tracing::warn!(upstream = name, error = %why, "local backend failed");
+            AttemptErrorKind::Broken("the engine failed before a response")
+        }
+    };
+    Err(AttemptError::new(name, kind))
+}
+
+/// Decides whether an answer's status is the answer or a failed attempt
+/// (429, 5xx: the exchange is closed and a `retry-after` cools the
+/// upstream down).
+async fn judge(
+    services: &Services,
+    target: &UpstreamTarget,
+    source: AnswerSource,
+    sent: Instant,
+) -> Result<AnswerSource, AttemptError> {
+    let name = target.settings.name.as_str();
+    services.metrics.upstream_first_byte(name, sent.elapsed());
+    let Some(failure) = failed_status(name, &source) else {
+        return Ok(source);
+    };
+    if let Some(pause) = failure.retry_after {
+        target.health.cool_down(pause);
+    }
+    if let AnswerSource::Http(mut session) = source {
+        session.shutdown().await;
+    }
+    Err(failure)
 }
 
 /// The failed attempt an answer's status makes (429, 5xx), with the

@@ -93,30 +93,7 @@ pub fn read(
 ) -> Result<EngineRequest, Refusal> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| Refusal::invalid("body", format!("The body is not JSON: {e}")))?;
-    let prompt = match endpoint {
-        Endpoint::ChatCompletions => {
-            let messages = v
-                .get("messages")
-                .filter(|m| m.is_array())
-                .ok_or_else(|| Refusal::invalid("messages", "messages must be an array"))?;
-            model.chat_prompt(messages, v.get("tools"))?
-        }
-        Endpoint::Completions => match v.get("prompt") {
-            Some(Value::String(text)) => model.text_prompt(text)?,
-            Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
-                model.text_prompt(items[0].as_str().unwrap_or_default())?
-            }
-            _ => return Err(Refusal::invalid("prompt", "prompt must be one string")),
-        },
-        Endpoint::Embeddings => {
-            return Err(Refusal {
-                status: 400,
-                message: "The built-in engine serves chat and completions, not embeddings.".into(),
-                param: Some("model"),
-                code: "unsupported_endpoint",
-            })
-        }
-    };
+    let prompt = prompt_of(endpoint, &v, model)?;
     if v.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
         return Err(Refusal::invalid(
             "n",
@@ -124,6 +101,47 @@ pub fn read(
         ));
     }
     let room = model.context_tokens().saturating_sub(prompt.len());
+    Ok(EngineRequest {
+        prompt,
+        sampling: sampling_of(&v, room)?,
+        stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        include_usage: v
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// The prompt's token ids: chat messages through the model's template, or
+/// a completion's one prompt string.
+fn prompt_of(endpoint: Endpoint, v: &Value, model: &ServedModel) -> Result<Vec<u32>, Refusal> {
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            let messages = v
+                .get("messages")
+                .filter(|m| m.is_array())
+                .ok_or_else(|| Refusal::invalid("messages", "messages must be an array"))?;
+            Ok(model.chat_prompt(messages, v.get("tools"))?)
+        }
+        Endpoint::Completions => match v.get("prompt") {
+            Some(Value::String(text)) => Ok(model.text_prompt(text)?),
+            Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
+                Ok(model.text_prompt(items[0].as_str().unwrap_or_default())?)
+            }
+            _ => Err(Refusal::invalid("prompt", "prompt must be one string")),
+        },
+        Endpoint::Embeddings => Err(Refusal {
+            status: 400,
+            message: "The built-in engine serves chat and completions, not embeddings.".into(),
+            param: Some("model"),
+            code: "unsupported_endpoint",
+        }),
+    }
+}
+
+/// Sampling and stopping as asked; `room` is what the context has left,
+/// and the default `max_tokens`.
+fn sampling_of(v: &Value, room: usize) -> Result<SamplingParams, Refusal> {
     let asked = v
         .get("max_completion_tokens")
         .or_else(|| v.get("max_tokens"))
@@ -160,6 +178,7 @@ pub fn read(
         temperature: number("temperature", 1.0)?,
         top_p: number("top_p", 1.0)?,
         top_k: v.get("top_k").and_then(Value::as_u64).unwrap_or(0) as usize,
+        // Random when absent: two unseeded requests should not answer alike.
         seed: v
             .get("seed")
             .and_then(Value::as_u64)
@@ -177,19 +196,26 @@ pub fn read(
     };
     sampling.validate().map_err(|e| {
         let message = e.to_string();
-        let field = message.split_whitespace().next().unwrap_or("body");
-        Refusal::invalid(static_name(field), message)
+        let field = FIELDS
+            .iter()
+            .find(|f| message.contains(*f))
+            .copied()
+            .unwrap_or("body");
+        Refusal::invalid(field, message)
     })?;
-    Ok(EngineRequest {
-        prompt,
-        sampling,
-        stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        include_usage: v
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-    })
+    Ok(sampling)
 }
+
+/// The sampling fields the engine validates, named in its messages.
+const FIELDS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "max_tokens",
+    "stop",
+];
 
 /// The parameter names refusals may name (they outlive the request).
 fn static_name(key: &str) -> &'static str {
@@ -202,5 +228,83 @@ fn static_name(key: &str) -> &'static str {
         "max_tokens" => "max_tokens",
         "stop" => "stop",
         _ => "body",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn max_tokens_defaults_to_the_rest_of_the_context_and_is_capped_by_it() {
+        assert_eq!(sampling_of(&json!({}), 100).unwrap().max_tokens, 100);
+        assert_eq!(
+            sampling_of(&json!({"max_tokens": 7}), 100)
+                .unwrap()
+                .max_tokens,
+            7
+        );
+        assert_eq!(
+            sampling_of(&json!({"max_completion_tokens": 500}), 100)
+                .unwrap()
+                .max_tokens,
+            100
+        );
+        assert_eq!(
+            sampling_of(&json!({"max_tokens": 0}), 100)
+                .unwrap_err()
+                .param,
+            Some("max_tokens")
+        );
+    }
+
+    #[test]
+    fn fields_are_read_or_refused_by_name() {
+        let s = sampling_of(
+            &json!({"stop": ["a", "b"], "temperature": 0, "seed": 5, "ignore_eos": true}),
+            10,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.stop.len(), s.temperature, s.seed, s.ignore_eos),
+            (2, 0.0, 5, true)
+        );
+        assert_eq!(sampling_of(&json!({"stop": "x"}), 10).unwrap().stop, ["x"]);
+        assert_eq!(
+            sampling_of(&json!({"stop": 3}), 10).unwrap_err().param,
+            Some("stop")
+        );
+        assert_eq!(
+            sampling_of(&json!({"temperature": "hot"}), 10)
+                .unwrap_err()
+                .param,
+            Some("temperature")
+        );
+        assert_eq!(
+            sampling_of(&json!({"top_p": 0}), 10).unwrap_err().param,
+            Some("top_p")
+        );
+        assert_eq!(
+            sampling_of(&json!({"temperature": -1}), 10)
+                .unwrap_err()
+                .param,
+            Some("temperature")
+        );
+    }
+
+    #[test]
+    fn an_unseeded_request_gets_a_seed_of_its_own() {
+        let seeds: std::collections::HashSet<u64> = (0..8)
+            .map(|_| sampling_of(&json!({}), 10).unwrap().seed)
+            .collect();
+        assert!(seeds.len() > 1, "every unseeded request got the same seed");
+    }
+
+    #[test]
+    fn refusals_have_openais_error_shape() {
+        let body = Refusal::invalid("n", "no").body();
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "n");
     }
 }
