@@ -6,6 +6,7 @@
 //! 503 would. To add an answer source, add a variant here and its reads.
 
 use super::attempt_error::{AttemptError, AttemptErrorKind};
+use crate::ops::engine_metrics::BackendLoad;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -81,27 +82,6 @@ pub trait LocalBackend: Send + Sync {
 
     /// How loaded the backend is now, for `/metrics`.
     async fn load(&self) -> Option<BackendLoad>;
-}
-
-/// A backend's load, read at scrape time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BackendLoad {
-    /// Requests waiting to be admitted.
-    pub waiting: usize,
-    /// Requests in the running batch.
-    pub running: usize,
-    /// Requests paused.
-    pub paused: usize,
-    /// KV cache blocks in use.
-    pub kv_blocks_used: usize,
-    /// KV cache blocks in all.
-    pub kv_blocks_total: usize,
-    /// Tokens per KV block.
-    pub kv_block_size: usize,
-    /// Preemptions since start.
-    pub preemptions: u64,
-    /// Tokens generated since start.
-    pub generated_tokens: u64,
 }
 
 /// Where the chosen answer comes from.

@@ -33,8 +33,9 @@ pub mod relay;
 pub mod settle;
 pub mod upstream_pool;
 
+pub use crate::ops::engine_metrics::BackendLoad;
 pub use answer::{
-    AnswerSource, BackendLoad, LocalBackend, LocalControls, LocalFailure, LocalReply, LocalRequest,
+    AnswerSource, LocalBackend, LocalControls, LocalFailure, LocalReply, LocalRequest,
 };
 pub use dialect::Dialect;
 

@@ -2,8 +2,28 @@
 //! the same numbers under vLLM's names, so an existing Gateway API
 //! Inference Extension endpoint picker can balance across engine nodes.
 
-use crate::forward::BackendLoad;
 use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// A backend's load, read at scrape time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendLoad {
+    /// Requests waiting to be admitted.
+    pub waiting: usize,
+    /// Requests in the running batch.
+    pub running: usize,
+    /// Requests paused.
+    pub paused: usize,
+    /// KV cache blocks in use.
+    pub kv_blocks_used: usize,
+    /// KV cache blocks in all.
+    pub kv_blocks_total: usize,
+    /// Tokens per KV block.
+    pub kv_block_size: usize,
+    /// Preemptions since start.
+    pub preemptions: u64,
+    /// Tokens generated since start.
+    pub generated_tokens: u64,
+}
 
 /// Engine series, by upstream name.
 pub struct EngineMetrics {
