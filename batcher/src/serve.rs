@@ -163,6 +163,12 @@ impl ServedModel {
         self.context_tokens
     }
 
+    /// One token's text, as OpenAI's `logprobs` show it (special tokens
+    /// included; a partial UTF-8 character decodes lossily).
+    pub fn token_text(&self, id: u32) -> String {
+        self.tokenizer.decode(&[id], false).unwrap_or_default()
+    }
+
     /// Prompt tokens for an OpenAI Chat Completions `messages` array (and
     /// `tools`), rendered with the model's chat template.
     pub fn chat_prompt(

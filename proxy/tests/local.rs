@@ -510,3 +510,108 @@ models:
     assert_eq!(cancel.status(), 200);
     engine_idle(&sluice, "smol-engine").await;
 }
+
+#[tokio::test]
+async fn sampling_follows_openai_stop_seed_and_logprobs() {
+    let model = tiny_model();
+    let sluice = Sluice::start(&config(&model, "http://127.0.0.1:9", "")).await;
+    let answer = |extra: Value| {
+        let body = chat("tiny", false, extra);
+        let sluice = &sluice;
+        async move {
+            let response = post(sluice, "/v1/chat/completions", &body, None).await;
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+
+    // Every tiny-model word starts with "w": the stop string ends the answer
+    // at its first token, and is not part of it.
+    let stopped = answer(json!({"max_tokens": 20, "stop": ["w"]})).await;
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+    assert!(!stopped["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains('w'));
+    assert!(stopped["usage"]["completion_tokens"].as_u64().unwrap() <= 1);
+
+    let seeded = json!({"max_tokens": 12, "temperature": 5.0, "seed": 42});
+    let first = answer(seeded.clone()).await;
+    let again = answer(seeded).await;
+    let text = |v: &Value| {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(text(&first), text(&again), "the same seed answers alike");
+    let mut unseeded = std::collections::HashSet::new();
+    for _ in 0..4 {
+        unseeded.insert(text(
+            &answer(json!({"max_tokens": 12, "temperature": 5.0})).await,
+        ));
+    }
+    assert!(
+        unseeded.len() > 1,
+        "unseeded requests all answered {unseeded:?}"
+    );
+
+    let with_logprobs = answer(json!({"max_tokens": 4, "logprobs": true, "top_logprobs": 2})).await;
+    let content = with_logprobs["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert_eq!(content.len(), 4);
+    for entry in content {
+        assert!(entry["token"].as_str().unwrap().starts_with('w'), "{entry}");
+        assert!(entry["logprob"].as_f64().unwrap() <= 0.0);
+        assert_eq!(entry["top_logprobs"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            entry["bytes"].as_array().unwrap().len(),
+            entry["token"].as_str().unwrap().len()
+        );
+    }
+    assert!(answer(json!({"max_tokens": 2})).await["choices"][0]["logprobs"].is_null());
+
+    let streamed = chat("tiny", true, json!({"max_tokens": 3, "logprobs": true}));
+    let response = post(&sluice, "/v1/chat/completions", &streamed, None).await;
+    let events = sse_data(&response.text().await.unwrap());
+    let entries: Vec<Value> = events
+        .iter()
+        .filter(|e| e.contains("\"logprobs\":{"))
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["logprobs"]["content"][0]
+                .clone()
+        })
+        .collect();
+    assert_eq!(entries.len(), 3, "{events:?}");
+
+    let legacy = json!({"model": "tiny", "prompt": "w1 w2", "max_tokens": 3, "logprobs": 1, "ignore_eos": true});
+    let body: Value = post(&sluice, "/v1/completions", &legacy, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["choices"][0]["logprobs"]["tokens"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        body["choices"][0]["logprobs"]["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let refused = post(
+        &sluice,
+        "/v1/chat/completions",
+        &chat("tiny", false, json!({"top_logprobs": 2})),
+        None,
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+}

@@ -91,6 +91,7 @@ impl LocalBackend for EngineBackend {
             request.endpoint,
             request.model,
             &format!("{:016x}", rand::random::<u64>()),
+            read.logprobs.then(|| self.model.clone()),
         );
         let answer = Answer {
             _permit: permit,
@@ -171,13 +172,13 @@ impl Answer {
                 }
             };
             match step {
-                Step::Text(text) if self.stream => {
-                    if let Some(delta) = self.writer.delta(&text) {
+                Step::Token(token) if self.stream => {
+                    if let Some(delta) = self.writer.token_delta(&token) {
                         let piece = self.with_opening(delta);
                         return Some((Ok(piece), self));
                     }
                 }
-                Step::Text(text) => self.writer.push(&text),
+                Step::Token(token) => self.writer.push(&token),
                 Step::Done(done) => {
                     self.ended = true;
                     let piece = if self.stream {

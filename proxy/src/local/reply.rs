@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use sluice_batcher::{Event, Finished};
+use sluice_batcher::serve::ServedModel;
+use sluice_batcher::{Event, Finished, TokenEvent};
 use sluice_providers::Endpoint;
 
 /// Writes one answer's pieces in the OpenAI shape of its endpoint.
@@ -17,11 +18,16 @@ pub struct ReplyWriter {
     chat: bool,
     /// Text so far (non-streamed answers are written once, at the end).
     text: String,
+    /// Token strings for `logprobs`, when they were asked for.
+    logprobs: Option<ServedModel>,
+    /// Log-probability entries so far (non-streamed answers).
+    entries: Vec<Value>,
 }
 
 impl ReplyWriter {
-    /// A writer for one answer to `endpoint` from `model`, named `id`.
-    pub fn new(endpoint: Endpoint, model: &str, id: &str) -> Self {
+    /// A writer for one answer to `endpoint` from `model`, named `id`;
+    /// `logprobs` names tokens when log-probabilities were asked for.
+    pub fn new(endpoint: Endpoint, model: &str, id: &str, logprobs: Option<ServedModel>) -> Self {
         let chat = endpoint == Endpoint::ChatCompletions;
         ReplyWriter {
             id: format!("{}-{id}", if chat { "chatcmpl" } else { "cmpl" }),
@@ -29,7 +35,49 @@ impl ReplyWriter {
             created: jiff::Timestamp::now().as_second(),
             chat,
             text: String::new(),
+            logprobs,
+            entries: Vec::new(),
         }
+    }
+
+    /// A token's log-probability entry in OpenAI's chat shape, when asked.
+    fn entry(&self, token: &TokenEvent) -> Option<Value> {
+        let model = self.logprobs.as_ref()?;
+        let named = |id: u32, logprob: f32| {
+            let text = model.token_text(id);
+            json!({"token": text, "logprob": logprob, "bytes": text.as_bytes()})
+        };
+        let mut entry = named(token.token, token.logprob.unwrap_or(f32::NEG_INFINITY));
+        let top: Vec<Value> = token
+            .top_logprobs
+            .iter()
+            .map(|(id, lp)| named(*id, *lp))
+            .collect();
+        entry["top_logprobs"] = Value::Array(top);
+        Some(entry)
+    }
+
+    /// `entries` as the choice's `logprobs` (chat or legacy completions shape).
+    fn logprobs_of(&self, entries: &[Value]) -> Value {
+        if self.logprobs.is_none() {
+            return Value::Null;
+        }
+        if self.chat {
+            return json!({"content": entries, "refusal": null});
+        }
+        let tokens: Vec<&Value> = entries.iter().map(|e| &e["token"]).collect();
+        let logprobs: Vec<&Value> = entries.iter().map(|e| &e["logprob"]).collect();
+        let top: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                let alternatives = e["top_logprobs"].as_array().into_iter().flatten();
+                let map: serde_json::Map<String, Value> = alternatives
+                    .filter_map(|t| Some((t["token"].as_str()?.to_string(), t["logprob"].clone())))
+                    .collect();
+                Value::Object(map)
+            })
+            .collect();
+        json!({"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": top})
     }
 
     fn object(&self, streamed: bool) -> &'static str {
@@ -58,16 +106,30 @@ impl ReplyWriter {
         })
     }
 
-    /// An SSE event for `text`, or nothing for empty text.
-    pub fn delta(&self, text: &str) -> Option<Bytes> {
-        if text.is_empty() {
+    /// An SSE event for `token`, or nothing for a token with no text and
+    /// no log-probabilities asked for.
+    pub fn token_delta(&self, token: &TokenEvent) -> Option<Bytes> {
+        let entry = self.entry(token);
+        if token.text.is_empty() && entry.is_none() {
             return None;
         }
-        Some(if self.chat {
-            self.chunk(json!({"index": 0, "delta": {"content": text}, "logprobs": null, "finish_reason": null}))
+        let logprobs = self.logprobs_of(&entry.into_iter().collect::<Vec<_>>());
+        Some(self.text_chunk(&token.text, logprobs))
+    }
+
+    /// An SSE event for `text`, or nothing for empty text.
+    pub fn delta(&self, text: &str) -> Option<Bytes> {
+        (!text.is_empty()).then(|| self.text_chunk(text, Value::Null))
+    }
+
+    fn text_chunk(&self, text: &str, logprobs: Value) -> Bytes {
+        if self.chat {
+            self.chunk(json!({"index": 0, "delta": {"content": text}, "logprobs": logprobs, "finish_reason": null}))
         } else {
-            self.chunk(json!({"index": 0, "text": text, "logprobs": null, "finish_reason": null}))
-        })
+            self.chunk(
+                json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": null}),
+            )
+        }
     }
 
     /// The SSE events that end a stream: trailing text, the finish reason,
@@ -96,20 +158,24 @@ impl ReplyWriter {
         Bytes::from(out)
     }
 
-    /// Collects text for a non-streamed answer.
-    pub fn push(&mut self, text: &str) {
-        self.text.push_str(text);
+    /// Collects a token for a non-streamed answer.
+    pub fn push(&mut self, token: &TokenEvent) {
+        self.text.push_str(&token.text);
+        if let Some(entry) = self.entry(token) {
+            self.entries.push(entry);
+        }
     }
 
     /// The whole non-streamed answer.
     pub fn whole(&mut self, done: &Finished) -> Bytes {
         self.text.push_str(&done.trailing_text);
         let reason = done.reason.as_openai();
+        let logprobs = self.logprobs_of(&self.entries);
         let choice = if self.chat {
             json!({"index": 0, "message": {"role": "assistant", "content": self.text, "refusal": null},
-                "logprobs": null, "finish_reason": reason})
+                "logprobs": logprobs, "finish_reason": reason})
         } else {
-            json!({"index": 0, "text": self.text, "logprobs": null, "finish_reason": reason})
+            json!({"index": 0, "text": self.text, "logprobs": logprobs, "finish_reason": reason})
         };
         let body = json!({
             "id": self.id, "object": self.object(false), "created": self.created,
@@ -130,8 +196,9 @@ fn usage(done: &Finished) -> Value {
 
 /// What one engine event means for the answer.
 pub enum Step {
-    /// Text to send (possibly empty).
-    Text(String),
+    /// A token: its text to send (possibly empty) and its log-probabilities
+    /// when they were asked for.
+    Token(TokenEvent),
     /// The end, with usage.
     Done(Finished),
     /// The engine failed (the message is for logs).
@@ -141,7 +208,7 @@ pub enum Step {
 impl From<Event> for Step {
     fn from(event: Event) -> Self {
         match event {
-            Event::Token(t) => Step::Text(t.text),
+            Event::Token(t) => Step::Token(t),
             Event::Finished(f) => Step::Done(f),
             Event::Error(e) => Step::Failed(e),
         }
@@ -166,6 +233,16 @@ mod tests {
         }
     }
 
+    fn token(text: &str) -> TokenEvent {
+        TokenEvent {
+            index: 0,
+            token: 1,
+            text: text.into(),
+            logprob: None,
+            top_logprobs: Vec::new(),
+        }
+    }
+
     fn events(bytes: &[u8]) -> Vec<Value> {
         std::str::from_utf8(bytes)
             .unwrap()
@@ -178,7 +255,7 @@ mod tests {
 
     #[test]
     fn a_chat_stream_has_openais_chunks_and_usage() {
-        let w = ReplyWriter::new(Endpoint::ChatCompletions, "m", "x");
+        let w = ReplyWriter::new(Endpoint::ChatCompletions, "m", "x", None);
         let opening = events(&w.opening().unwrap());
         assert_eq!(opening[0]["choices"][0]["delta"]["role"], "assistant");
         assert!(w.delta("").is_none());
@@ -196,9 +273,9 @@ mod tests {
 
     #[test]
     fn a_whole_completion_carries_text_and_usage() {
-        let mut w = ReplyWriter::new(Endpoint::Completions, "m", "x");
-        w.push("a");
-        w.push("b");
+        let mut w = ReplyWriter::new(Endpoint::Completions, "m", "x", None);
+        w.push(&token("a"));
+        w.push(&token("b"));
         let body: Value = serde_json::from_slice(&w.whole(&finished())).unwrap();
         assert_eq!(body["object"], "text_completion");
         assert_eq!(body["choices"][0]["text"], "ab!");

@@ -18,6 +18,8 @@ pub struct EngineRequest {
     pub stream: bool,
     /// Send a usage chunk at the end of a stream.
     pub include_usage: bool,
+    /// Report log-probabilities.
+    pub logprobs: bool,
 }
 
 /// Why a request was refused: the client's answer, a 400 (or a 500 when
@@ -101,15 +103,60 @@ pub fn read(
         ));
     }
     let room = model.context_tokens().saturating_sub(prompt.len());
+    let top = logprobs_of(endpoint, &v)?;
+    let mut sampling = sampling_of(&v, room)?;
+    sampling.logprobs = top;
     Ok(EngineRequest {
         prompt,
-        sampling: sampling_of(&v, room)?,
+        sampling,
+        logprobs: top.is_some(),
         stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
         include_usage: v
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false),
     })
+}
+
+/// Most alternatives per token OpenAI allows in `top_logprobs`.
+const MAX_TOP_LOGPROBS: u64 = 20;
+
+/// How many alternatives to report per token, when log-probabilities are
+/// asked for: chat's `logprobs: true` + `top_logprobs: N`, or the legacy
+/// completions' `logprobs: N`.
+fn logprobs_of(endpoint: Endpoint, v: &Value) -> Result<Option<usize>, Refusal> {
+    let top = match endpoint {
+        Endpoint::ChatCompletions => {
+            let wanted = v.get("logprobs").and_then(Value::as_bool).unwrap_or(false);
+            let top = v.get("top_logprobs").and_then(Value::as_u64);
+            match (wanted, top) {
+                (false, Some(_)) => {
+                    return Err(Refusal::invalid(
+                        "top_logprobs",
+                        "top_logprobs needs logprobs: true",
+                    ))
+                }
+                (false, None) => return Ok(None),
+                (true, top) => top.unwrap_or(0),
+            }
+        }
+        _ => match v.get("logprobs").and_then(Value::as_u64) {
+            None => return Ok(None),
+            Some(n) => n,
+        },
+    };
+    if top > MAX_TOP_LOGPROBS {
+        let param = if endpoint == Endpoint::ChatCompletions {
+            "top_logprobs"
+        } else {
+            "logprobs"
+        };
+        return Err(Refusal::invalid(
+            param,
+            format!("at most {MAX_TOP_LOGPROBS} alternatives per token"),
+        ));
+    }
+    Ok(Some(top as usize))
 }
 
 /// The prompt's token ids: chat messages through the model's template, or
