@@ -16,7 +16,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use reply::{ReplyWriter, Step};
 use sluice_batcher::serve::ServedModel;
-use sluice_batcher::{BatcherError, EngineHandle, GenerateRequest, SeqId, TokenStream};
+use sluice_batcher::{
+    BatcherError, EngineHandle, FinishReason, GenerateRequest, SeqId, TokenStream,
+};
 use sluice_config::Priority;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -179,6 +181,13 @@ impl Answer {
                     }
                 }
                 Step::Token(token) => self.writer.push(&token),
+                // Not the client's doing (that drops this answer): the
+                // engine gave up on the sequence, which is no `stop`.
+                Step::Done(done) if done.reason == FinishReason::Cancelled => {
+                    self.ended = true;
+                    let failure = LocalFailure::Failed("the engine cancelled the sequence".into());
+                    return Some((Err(failure), self));
+                }
                 Step::Done(done) => {
                     self.ended = true;
                     let piece = if self.stream {
