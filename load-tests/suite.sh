@@ -97,9 +97,18 @@ start_sluice() { # name config port -> pid; each in its own dir (ledger data)
 }
 wait_port "$redis_port"
 off_pid=$(start_sluice off off.yaml "$off_port"); pids+=($off_pid)
+# SLUICE_BASELINE_BIN=/path/to/an/older/sluice adds configuration (4) run by
+# that binary ("sluice-full-base") beside the current one: a before/after
+# comparison in one run, on the same machine state.
+if [[ -n ${SLUICE_BASELINE_BIN:-} ]]; then
+  base_port=$(free_port)
+  mkdir -p "$work/base"
+  (cd "$work/base" && RUST_LOG=warn exec "$SLUICE_BASELINE_BIN" serve --config "$work/full.yaml" --listen "127.0.0.1:$base_port" >"$work/base.log" 2>&1) &
+  base_pid=$!; pids+=($base_pid)
+fi
 full_pid=$(start_sluice full full.yaml "$full_port"); pids+=($full_pid)
 redis_pid=$(start_sluice redis redis.yaml "$redis_sluice_port"); pids+=($redis_pid)
-for p in $mock_port $bare_port $off_port $full_port $redis_sluice_port; do wait_port "$p"; done
+for p in $mock_port $bare_port $off_port $full_port $redis_sluice_port ${base_port:-}; do wait_port "$p"; done
 sleep 1
 idle_rss="bare $(rss_mib "$bare_pid") MiB, sluice-off $(rss_mib "$off_pid") MiB, sluice-full $(rss_mib "$full_pid") MiB, sluice-redis $(rss_mib "$redis_pid") MiB"
 
@@ -112,6 +121,10 @@ redis="sluice-redis=http://127.0.0.1:$redis_sluice_port$path"
 all=(--target "$direct" --target "$bare" --target "$off" --target "$full" --target "$redis")
 cpu=(--cpu-pid "direct=$mock_pid" --cpu-pid "bare=$bare_pid" --cpu-pid "sluice-off=$off_pid"
      --cpu-pid "sluice-full=$full_pid" --cpu-pid "sluice-redis=$redis_pid")
+if [[ -n ${base_port:-} ]]; then
+  all+=(--target "sluice-full-base=http://127.0.0.1:$base_port$path")
+  cpu+=(--cpu-pid "sluice-full-base=$base_pid")
+fi
 
 results="$work/results.jsonl"
 report="$work/report.md"
@@ -201,7 +214,9 @@ summary=$(jq -rs '
     "- open loop at 50%: sluice-full added p50 \(ms(r("open-50";"sluice-full").latency_ms.p50 - r("open-50";"direct").latency_ms.p50)) ms, p99 \(ms(r("open-50";"sluice-full").latency_ms.p99 - r("open-50";"direct").latency_ms.p99)) ms over direct (target p99 <= 0.2 ms); bare added p99 \(ms(r("open-50";"bare").latency_ms.p99 - r("open-50";"direct").latency_ms.p99)) ms",
     "- stream added TTFT p50 / p99 over direct, sluice-full: 10 chunks \(ms(r("stream-10";"sluice-full").ttft_ms.p50 - r("stream-10";"direct").ttft_ms.p50)) / \(ms(r("stream-10";"sluice-full").ttft_ms.p99 - r("stream-10";"direct").ttft_ms.p99)) ms, 100 chunks \(ms(r("stream-100";"sluice-full").ttft_ms.p50 - r("stream-100";"direct").ttft_ms.p50)) / \(ms(r("stream-100";"sluice-full").ttft_ms.p99 - r("stream-100";"direct").ttft_ms.p99)) ms (target <= 0.2 ms)",
     "- held streams: \(r("hold-streams";"sluice-full").open) of \(r("hold-streams";"sluice-full").requested) open; sluice-full RSS \((r("hold-streams";"sluice-full").rss_before_kib / 1024 | round)) MiB before, \((r("hold-streams";"sluice-full").rss_during_kib / 1024 | round)) MiB during: \(r("hold-streams";"sluice-full").kib_per_stream | round) KiB per stream (target <= 16 KB); bare pingora \(r("hold-streams";"bare").kib_per_stream | round) KiB per stream (\(r("hold-streams";"bare").open) open)"
-  ] | .[]' "$results")
+  ] + (if any(.[]; .target == "sluice-full-base") then [
+    "- before/after, configuration (4): CPU µs per request now / baseline binary: non-stream c32 \(f(r("nonstream-c32";"sluice-full").cpu_us_per_req)) / \(f(r("nonstream-c32";"sluice-full-base").cpu_us_per_req)), c256 \(f(r("nonstream-c256";"sluice-full").cpu_us_per_req)) / \(f(r("nonstream-c256";"sluice-full-base").cpu_us_per_req)), stream-10 \(f(r("stream-10";"sluice-full").cpu_us_per_req)) / \(f(r("stream-10";"sluice-full-base").cpu_us_per_req)); req/s c32 \(f(r("nonstream-c32";"sluice-full").rps)) / \(f(r("nonstream-c32";"sluice-full-base").rps))"
+  ] else [] end) | .[]' "$results")
 
 machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo '+dirty')"

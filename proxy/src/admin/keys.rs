@@ -346,3 +346,36 @@ pub fn load_stored_tenants(access: &AccessPolicy, admin: &AdminContext<'_>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(spec: &str) -> StoredKey {
+        StoredKey {
+            key_id: "k1".into(),
+            tenant: "acme".into(),
+            key_sha256: "00".repeat(32),
+            spec: spec.into(),
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn a_corrupt_stored_row_is_an_error_not_a_silent_null() {
+        let error = public_key(&stored("{not json")).unwrap_err();
+        assert_eq!(error.status(), 500);
+        assert_eq!(error.kind(), "stored_record_invalid");
+        let shown = public_key(&stored(r#"{"id": "k1"}"#)).unwrap();
+        assert_eq!(shown["settings"]["id"], "k1");
+        assert!(shown.get("key_sha256").is_none(), "the hash never leaves");
+    }
+
+    #[test]
+    fn tenant_specs_refuse_unknown_fields() {
+        assert!(serde_json::from_str::<TenantSpec>(r#"{"limits": {}, "budgett": {}}"#).is_err());
+        assert!(
+            serde_json::from_str::<TenantSpec>(r#"{"limits": {"requests_per_minute": 5}}"#).is_ok()
+        );
+    }
+}
