@@ -26,6 +26,8 @@ use sluice_batcher::{Event, GenerateRequest, SamplingParams};
 
 const CLIENTS: usize = 32;
 const MAX_TOKENS: usize = 64;
+/// In-process and gateway runs alternate this many times; the median counts.
+const ROUNDS: usize = 3;
 const QUESTIONS: [&str; 4] = [
     "What is the capital of France?",
     "Write a short poem about the sea.",
@@ -183,7 +185,9 @@ fn through_gateway(binary: &Path, model: &Path) -> Run {
                 first = Some(started.elapsed());
             }
         }
-        let tokens = seen.matches("\"delta\":{\"content\"").count();
+        // Content chunks with text (the opening chunk's content is empty).
+        let tokens = seen.matches("\"delta\":{\"content\":\"").count()
+            - seen.matches("\"delta\":{\"content\":\"\"").count();
         (first.unwrap(), tokens)
     };
     ask(0); // warm-up
@@ -214,28 +218,36 @@ fn main() {
         );
         return;
     }
-    let direct = in_process(&model);
-    let gateway = through_gateway(&binary, &model);
-    println!(
-        "SmolLM2-135M Q4_1, {CLIENTS} concurrent streaming chats x {MAX_TOKENS} greedy tokens"
-    );
-    println!("| path | total s | tokens | tok/s | TTFT p50 ms |");
-    println!("|---|---|---|---|---|");
-    for (name, run) in [
-        ("engine in-process", &direct),
-        ("through the gateway (HTTP/1.1)", &gateway),
-    ] {
-        println!(
-            "| {name} | {:.2} | {} | {:.1} | {:.0} |",
-            run.total.as_secs_f64(),
-            run.tokens,
-            run.tokens as f64 / run.total.as_secs_f64(),
-            run.ttft_p50().as_secs_f64() * 1e3
-        );
+    println!("SmolLM2-135M Q4_1, {CLIENTS} concurrent streaming chats x {MAX_TOKENS} greedy tokens, {ROUNDS} rounds alternating");
+    println!("| round | path | total s | tokens | tok/s | TTFT p50 ms |");
+    println!("|---|---|---|---|---|---|");
+    let (mut total_ratios, mut ttft_deltas) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let direct = in_process(&model);
+        let gateway = through_gateway(&binary, &model);
+        for (name, run) in [
+            ("engine in-process", &direct),
+            ("through the gateway (HTTP/1.1)", &gateway),
+        ] {
+            println!(
+                "| {round} | {name} | {:.2} | {} | {:.1} | {:.0} |",
+                run.total.as_secs_f64(),
+                run.tokens,
+                run.tokens as f64 / run.total.as_secs_f64(),
+                run.ttft_p50().as_secs_f64() * 1e3
+            );
+        }
+        total_ratios.push(gateway.total.as_secs_f64() / direct.total.as_secs_f64());
+        ttft_deltas
+            .push((gateway.ttft_p50().as_secs_f64() - direct.ttft_p50().as_secs_f64()) * 1e3);
     }
+    total_ratios.sort_by(f64::total_cmp);
+    ttft_deltas.sort_by(f64::total_cmp);
     println!(
-        "gateway / in-process: total time x{:.3}, TTFT p50 {:+.1} ms",
-        gateway.total.as_secs_f64() / direct.total.as_secs_f64(),
-        (gateway.ttft_p50().as_secs_f64() - direct.ttft_p50().as_secs_f64()) * 1e3
+        "gateway / in-process, median of {ROUNDS} rounds: total time x{:.3} (rounds {:?}), TTFT p50 {:+.1} ms (rounds {:?})",
+        total_ratios[ROUNDS / 2],
+        total_ratios.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+        ttft_deltas[ROUNDS / 2],
+        ttft_deltas.iter().map(|d| d.round()).collect::<Vec<_>>()
     );
 }
