@@ -157,11 +157,28 @@ impl AuthError {
     }
 }
 
+/// Why a [`KeySource`] could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum KeySourceError {
+    /// The store could not be reached or failed the lookup.
+    #[error("key store unreachable: {0}")]
+    Unreachable(String),
+    /// The stored key's row does not read back as a valid key (never
+    /// treated as "no such key": the row is corrupt).
+    #[error("stored key {key_id} is invalid: {reason}")]
+    Corrupt {
+        /// The stored key's id.
+        key_id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
 /// Keys beyond the static config: the database behind the admin API.
 #[async_trait]
 pub trait KeySource: Send + Sync {
     /// The key with this hash, if any. `Err` means the store failed.
-    async fn find(&self, hash: &KeyHash) -> Result<Option<KeyEntry>, String>;
+    async fn find(&self, hash: &KeyHash) -> Result<Option<KeyEntry>, KeySourceError>;
 }
 
 /// Resolves presented keys to [`KeyEntry`]s.
@@ -298,7 +315,7 @@ mod tests {
 
     #[async_trait]
     impl KeySource for CountingSource {
-        async fn find(&self, hash: &KeyHash) -> Result<Option<KeyEntry>, String> {
+        async fn find(&self, hash: &KeyHash) -> Result<Option<KeyEntry>, KeySourceError> {
             self.1.fetch_add(1, Ordering::SeqCst);
             Ok((*hash == self.0.hash).then(|| self.0.clone()))
         }

@@ -37,7 +37,7 @@ pub use access::{
     preemption_scope, AccessError, AccessPolicy, BudgetScope, Caller, SeedRequest, SoftLimitAlert,
     SpendHold, TenantPolicy,
 };
-pub use auth::{AuthError, Authenticator, KeyEntry, KeyHash, KeySource, Priority};
+pub use auth::{AuthError, Authenticator, KeyEntry, KeyHash, KeySource, KeySourceError, Priority};
 pub use budget::{
     period_start, BudgetRejection, BudgetReservation, BudgetSpec, LocalBudgets, Period,
 };

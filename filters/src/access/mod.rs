@@ -622,7 +622,10 @@ mod tests {
 
     #[async_trait]
     impl KeySource for CountingSource {
-        async fn find(&self, hash: &KeyHash) -> Result<Option<KeyEntry>, String> {
+        async fn find(
+            &self,
+            hash: &KeyHash,
+        ) -> Result<Option<KeyEntry>, crate::auth::KeySourceError> {
             self.1.fetch_add(1, Ordering::SeqCst);
             Ok((*hash == self.0.hash).then(|| self.0.clone()))
         }

