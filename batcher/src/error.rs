@@ -37,6 +37,9 @@ pub enum BatcherError {
     /// The engine thread has stopped (shut down or crashed).
     #[error("engine has stopped")]
     EngineStopped,
+    /// A model step panicked; its sequences were failed, the engine went on.
+    #[error("a model step panicked: {0}")]
+    StepPanicked(String),
     /// No sequence with this id is known to the engine.
     #[error("unknown sequence {0}")]
     UnknownSequence(u64),
@@ -57,6 +60,7 @@ impl BatcherError {
             Self::TooLong { .. } => "too_long",
             Self::QueueFull => "queue_full",
             Self::EngineStopped => "engine_stopped",
+            Self::StepPanicked(_) => "step_panicked",
             Self::UnknownSequence(_) => "unknown_sequence",
             Self::Chat(_) => "chat",
         }

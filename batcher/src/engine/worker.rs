@@ -332,7 +332,7 @@ impl Worker {
                 tracing::debug!(seq = id, "preempted (will recompute)");
             }
         }
-        let logits = match self.forward(&plan) {
+        let logits = match self.forward_caught(&plan) {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, "model step failed; failing its sequences");
@@ -354,6 +354,26 @@ impl Worker {
         for (chunk, row) in sampled.zip(logits) {
             self.on_logits(chunk.seq_id, &row);
         }
+    }
+
+    /// [`Self::forward`], with a panic inside the model turned into an
+    /// error: the step's sequences end with a clean error event and the
+    /// engine carries on with the others (a panic would otherwise end the
+    /// engine thread and every stream with it).
+    fn forward_caught(&self, plan: &StepPlan) -> Result<Vec<Vec<f32>>> {
+        let run = || {
+            #[cfg(test)]
+            tests::maybe_inject_panic(self, plan);
+            self.forward(plan)
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(BatcherError::StepPanicked(what))
+        })
     }
 
     fn forward(&self, plan: &StepPlan) -> Result<Vec<Vec<f32>>> {
@@ -456,5 +476,56 @@ impl Worker {
         tracing::debug!(seq = id, reason = ?reason, completion_tokens = finished.completion_tokens, "finished");
         self.stats.finished += 1;
         let _ = a.sender.try_send(Event::Finished(finished));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::panic, clippy::unwrap_used)]
+    use super::*;
+    use crate::engine::{Engine, EngineConfig};
+    use crate::model::load_hf_dir;
+    use crate::model::tiny::{scratch_dir, write_tiny_model};
+
+    /// A sequence with this seed makes the step that runs it panic.
+    const PANIC_SEED: u64 = 0xDEAD_5EED;
+
+    pub(super) fn maybe_inject_panic(worker: &Worker, plan: &StepPlan) {
+        let poisoned = plan.chunks.iter().any(|c| {
+            worker
+                .active
+                .get(&c.seq_id)
+                .is_some_and(|a| a.sampling.seed == PANIC_SEED)
+        });
+        if poisoned {
+            panic!("injected step panic");
+        }
+    }
+
+    #[test]
+    fn a_panicking_step_fails_its_sequences_and_the_engine_goes_on() {
+        let dir = write_tiny_model(&scratch_dir("step-panic"), 3, true).unwrap();
+        let model = load_hf_dir(&dir, &candle_core::Device::Cpu).unwrap();
+        let engine = Engine::start(model, EngineConfig::default()).unwrap();
+        let poisoned = SamplingParams {
+            seed: PANIC_SEED,
+            ..SamplingParams::greedy(4)
+        };
+        let (tokens, finished, error) = engine
+            .submit_blocking(GenerateRequest::from_tokens(vec![1, 2, 3], poisoned))
+            .unwrap()
+            .collect_blocking();
+        assert!(tokens.is_empty() && finished.is_none());
+        assert_eq!(error.as_deref(), Some("model step failed"));
+        let (tokens, finished, error) = engine
+            .submit_blocking(GenerateRequest::from_tokens(
+                vec![1, 2, 3],
+                SamplingParams::greedy(4),
+            ))
+            .unwrap()
+            .collect_blocking();
+        assert_eq!((tokens.len(), error), (4, None), "the engine still serves");
+        assert!(finished.is_some());
+        assert_eq!(engine.stats_blocking().unwrap().errors, 1);
     }
 }
