@@ -289,12 +289,13 @@ async fn what_the_model_cannot_take_is_a_400_in_openais_shape() {
     let tools = json!({"model": "tiny", "messages": [{"role": "user", "content": "w5"}],
         "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]});
     let embeddings = json!({"model": "tiny", "input": "w5"});
-    let two = json!({"model": "tiny", "n": 2, "messages": [{"role": "user", "content": "w5"}]});
+    let too_many =
+        json!({"model": "tiny", "n": 9, "messages": [{"role": "user", "content": "w5"}]});
     for (path, body, param) in [
         ("/v1/chat/completions", image, "messages"),
         ("/v1/chat/completions", tools, "messages"),
         ("/v1/embeddings", embeddings, "model"),
-        ("/v1/chat/completions", two, "n"),
+        ("/v1/chat/completions", too_many, "n"),
     ] {
         let response = post(&sluice, path, &body, None).await;
         assert_eq!(response.status(), 400, "{body}");
@@ -614,4 +615,74 @@ async fn sampling_follows_openai_stop_seed_and_logprobs() {
     )
     .await;
     assert_eq!(refused.status(), 400);
+}
+
+#[tokio::test]
+async fn n_choices_are_parallel_sequences_with_their_own_indexes() {
+    let model = tiny_model();
+    let sluice = Sluice::start(&config(&model, "http://127.0.0.1:9", "")).await;
+    let body = chat(
+        "tiny",
+        false,
+        json!({"n": 2, "max_tokens": 6, "temperature": 5.0, "seed": 9}),
+    );
+    let reply: Value = post(&sluice, "/v1/chat/completions", &body, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let choices = reply["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2);
+    assert_eq!(
+        (choices[0]["index"].clone(), choices[1]["index"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_ne!(
+        choices[0]["message"]["content"], choices[1]["message"]["content"],
+        "each choice samples on its own"
+    );
+    assert_eq!(
+        reply["usage"]["completion_tokens"], 12,
+        "both choices are counted"
+    );
+    let prompt = reply["usage"]["prompt_tokens"].as_u64().unwrap();
+
+    let streamed = chat(
+        "tiny",
+        true,
+        json!({"n": 3, "max_tokens": 4, "stream_options": {"include_usage": true}}),
+    );
+    let text = post(&sluice, "/v1/chat/completions", &streamed, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let events = sse_data(&text);
+    assert_eq!(events.iter().filter(|e| *e == "[DONE]").count(), 1);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    for index in 0..3 {
+        let of_choice = |c: &&Value| c["choices"][0]["index"] == index;
+        let finishes = chunks
+            .iter()
+            .filter(of_choice)
+            .filter(|c| c["choices"][0]["finish_reason"] == "length")
+            .count();
+        assert_eq!(finishes, 1, "choice {index} ends once");
+    }
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 12);
+    assert_eq!(
+        usage["usage"]["prompt_tokens"].as_u64().unwrap(),
+        prompt,
+        "the prompt counts once"
+    );
+
+    let records = records(&sluice, 2).await;
+    let completions: Vec<i64> = records.iter().map(|r| r.completion).collect();
+    assert_eq!(completions, [12, 12]);
+    engine_idle(&sluice, "engine").await;
 }

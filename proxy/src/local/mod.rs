@@ -13,12 +13,11 @@ use crate::forward::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::StreamExt;
 use reply::{ReplyWriter, Step};
 use sluice_batcher::serve::ServedModel;
-use sluice_batcher::{
-    BatcherError, EngineHandle, FinishReason, GenerateRequest, SeqId, TokenStream,
-};
+use sluice_batcher::{BatcherError, EngineHandle, FinishReason, GenerateRequest, SeqId};
 use sluice_config::Priority;
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -69,41 +68,61 @@ impl LocalBackend for EngineBackend {
                 });
             }
         };
-        let permit = self
+        let n = read.n;
+        let permits = self
             .admitted
             .clone()
-            .try_acquire_owned()
+            .try_acquire_many_owned(n as u32)
             .map_err(|_| LocalFailure::Overloaded)?;
-        let generate = GenerateRequest::from_tokens(read.prompt, read.sampling)
-            .with_priority(engine_priority(request.priority));
         let engine = self.model.engine();
-        let mut tokens = engine.try_submit(generate).map_err(|e| match e {
-            BatcherError::QueueFull => LocalFailure::Overloaded,
-            other => LocalFailure::Failed(other.to_string()),
-        })?;
-        // Wait for the first event: until then the engine may still fail,
-        // and a failure before the first byte moves the chain on.
-        let first = match tokens.recv().await.map(Step::from) {
-            Some(Step::Failed(why)) => return Err(LocalFailure::Failed(why)),
-            None => return Err(LocalFailure::Failed("the engine stopped".into())),
-            Some(step) => step,
-        };
-        let id = tokens.id();
+        let mut choices = Vec::with_capacity(n);
+        for index in 0..n {
+            // Choices differ by seed (seed, seed + 1, ...), so a seeded
+            // request with n > 1 is reproducible too.
+            let mut sampling = read.sampling.clone();
+            sampling.seed = sampling.seed.wrapping_add(index as u64);
+            let generate = GenerateRequest::from_tokens(read.prompt.clone(), sampling)
+                .with_priority(engine_priority(request.priority));
+            let tokens = engine.try_submit(generate).map_err(|e| match e {
+                BatcherError::QueueFull => LocalFailure::Overloaded,
+                other => LocalFailure::Failed(other.to_string()),
+            })?;
+            choices.push(tokens);
+        }
+        // Wait for each choice's first event: until then the engine may
+        // still fail, and a failure before the first byte moves the chain on.
+        let mut events = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        for (index, mut tokens) in choices.into_iter().enumerate() {
+            let first = match tokens.recv().await.map(Step::from) {
+                Some(Step::Failed(why)) => return Err(LocalFailure::Failed(why)),
+                None => return Err(LocalFailure::Failed("the engine stopped".into())),
+                Some(step) => step,
+            };
+            ids.push(tokens.id());
+            let rest = tokens.map(Step::from);
+            events.push(
+                futures_util::stream::iter([first])
+                    .chain(rest)
+                    .map(move |step| (index, step))
+                    .boxed(),
+            );
+        }
         let writer = ReplyWriter::new(
             request.endpoint,
             request.model,
             &format!("{:016x}", rand::random::<u64>()),
             read.logprobs.then(|| self.model.clone()),
+            n,
         );
         let answer = Answer {
-            _permit: permit,
-            tokens,
+            _permits: permits,
+            events: futures_util::stream::select_all(events),
             writer,
-            pending: Some(first),
             stream: read.stream,
             include_usage: read.include_usage,
-            opened: false,
-            ended: false,
+            opened: vec![false; n],
+            running: n,
         };
         Ok(LocalReply {
             status: 200,
@@ -115,7 +134,7 @@ impl LocalBackend for EngineBackend {
             body: futures_util::stream::unfold(answer, Answer::next_piece).boxed(),
             controls: Some(Box::new(EngineControls {
                 engine: engine.clone(),
-                id,
+                ids,
             })),
         })
     }
@@ -135,84 +154,81 @@ impl LocalBackend for EngineBackend {
     }
 }
 
-/// One answer being produced: the engine's events in, OpenAI pieces out.
-/// Dropping it drops the token stream, which cancels the sequence and frees
-/// its KV blocks before the engine's next step.
+/// One answer being produced: the engine's events in (one stream per
+/// choice), OpenAI pieces out. Dropping it drops the token streams, which
+/// cancels the sequences and frees their KV blocks before the engine's next
+/// step.
 struct Answer {
-    /// The request's place in the engine, given back when the answer is dropped.
-    _permit: OwnedSemaphorePermit,
-    tokens: TokenStream,
+    /// The answer's places in the engine, given back when it is dropped.
+    _permits: OwnedSemaphorePermit,
+    /// Every choice's steps, tagged with its index.
+    events: SelectAll<BoxStream<'static, (usize, Step)>>,
     writer: ReplyWriter,
-    /// The event read before the answer started.
-    pending: Option<Step>,
     stream: bool,
     include_usage: bool,
-    /// The chat stream's opening (the role) went out.
-    opened: bool,
-    ended: bool,
+    /// Which chat choices' opening (the role) went out.
+    opened: Vec<bool>,
+    /// Choices still running.
+    running: usize,
 }
 
 impl Answer {
-    async fn next_step(&mut self) -> Option<Step> {
-        match self.pending.take() {
-            Some(step) => Some(step),
-            None => self.tokens.recv().await.map(Step::from),
-        }
-    }
-
     /// The next piece of the body; `None` after the last.
     async fn next_piece(mut self) -> Option<(Result<Bytes, LocalFailure>, Self)> {
-        if self.ended {
+        if self.running == 0 {
             return None;
         }
         loop {
-            let step = match self.next_step().await {
-                Some(step) => step,
-                None => {
-                    self.ended = true;
-                    return Some((Err(LocalFailure::Failed("the engine stopped".into())), self));
-                }
+            let Some((index, step)) = self.events.next().await else {
+                self.running = 0;
+                return Some((Err(LocalFailure::Failed("the engine stopped".into())), self));
             };
             match step {
                 Step::Token(token) if self.stream => {
-                    if let Some(delta) = self.writer.token_delta(&token) {
-                        let piece = self.with_opening(delta);
+                    if let Some(delta) = self.writer.token_delta(index, &token) {
+                        let piece = self.with_opening(index, delta);
                         return Some((Ok(piece), self));
                     }
                 }
-                Step::Token(token) => self.writer.push(&token),
+                Step::Token(token) => self.writer.push(index, &token),
                 // Not the client's doing (that drops this answer): the
                 // engine gave up on the sequence, which is no `stop`.
                 Step::Done(done) if done.reason == FinishReason::Cancelled => {
-                    self.ended = true;
+                    self.running = 0;
                     let failure = LocalFailure::Failed("the engine cancelled the sequence".into());
                     return Some((Err(failure), self));
                 }
                 Step::Done(done) => {
-                    self.ended = true;
-                    let piece = if self.stream {
-                        let closing = self.writer.closing(&done, self.include_usage);
-                        self.with_opening(closing)
-                    } else {
-                        self.writer.whole(&done)
-                    };
-                    return Some((Ok(piece), self));
+                    self.running -= 1;
+                    if self.stream {
+                        let end = self.writer.choice_end(index, &done);
+                        let mut piece = self.with_opening(index, end).to_vec();
+                        if self.running == 0 {
+                            piece.extend_from_slice(&self.writer.stream_end(self.include_usage));
+                        }
+                        return Some((Ok(piece.into()), self));
+                    }
+                    self.writer.push_end(index, &done);
+                    if self.running == 0 {
+                        let whole = self.writer.whole();
+                        return Some((Ok(whole), self));
+                    }
                 }
                 Step::Failed(why) => {
-                    self.ended = true;
+                    self.running = 0;
                     return Some((Err(LocalFailure::Failed(why)), self));
                 }
             }
         }
     }
 
-    /// `piece`, preceded by the chat stream's opening the first time.
-    fn with_opening(&mut self, piece: Bytes) -> Bytes {
-        if self.opened {
+    /// `piece`, preceded by chat choice `index`'s opening the first time.
+    fn with_opening(&mut self, index: usize, piece: Bytes) -> Bytes {
+        if self.opened.get(index).copied().unwrap_or(true) {
             return piece;
         }
-        self.opened = true;
-        match self.writer.opening() {
+        self.opened[index] = true;
+        match self.writer.opening(index) {
             Some(opening) => [opening, piece].concat().into(),
             None => piece,
         }
@@ -222,20 +238,25 @@ impl Answer {
 /// Pause and resume through the engine: a paused sequence keeps its cache.
 struct EngineControls {
     engine: EngineHandle,
-    id: SeqId,
+    /// One sequence per choice.
+    ids: Vec<SeqId>,
 }
 
 #[async_trait]
 impl LocalControls for EngineControls {
     async fn pause(&self) {
-        if let Err(e) = self.engine.pause(self.id).await {
-            tracing::debug!(error = %e, "engine pause not applied");
+        for id in &self.ids {
+            if let Err(e) = self.engine.pause(*id).await {
+                tracing::debug!(error = %e, "engine pause not applied");
+            }
         }
     }
 
     async fn resume(&self) {
-        if let Err(e) = self.engine.resume(self.id).await {
-            tracing::debug!(error = %e, "engine resume not applied");
+        for id in &self.ids {
+            if let Err(e) = self.engine.resume(*id).await {
+                tracing::debug!(error = %e, "engine resume not applied");
+            }
         }
     }
 }

@@ -1,12 +1,23 @@
 //! The engine's events written as OpenAI answers: a whole
 //! `chat.completion` / `text_completion` body, or `chat.completion.chunk`
-//! (and completion) SSE events, with a usage chunk when asked and `[DONE]`.
+//! (and completion) SSE events, one `index` per choice (`n`), with a usage
+//! chunk when asked and `[DONE]`.
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 use sluice_batcher::serve::ServedModel;
 use sluice_batcher::{Event, Finished, TokenEvent};
 use sluice_providers::Endpoint;
+
+/// What one choice has produced so far (non-streamed answers are written
+/// once, at the end).
+#[derive(Default)]
+struct Choice {
+    text: String,
+    /// Log-probability entries, when asked for.
+    entries: Vec<Value>,
+    finish_reason: Option<&'static str>,
+}
 
 /// Writes one answer's pieces in the OpenAI shape of its endpoint.
 pub struct ReplyWriter {
@@ -16,27 +27,35 @@ pub struct ReplyWriter {
     model: String,
     created: i64,
     chat: bool,
-    /// Text so far (non-streamed answers are written once, at the end).
-    text: String,
     /// Token strings for `logprobs`, when they were asked for.
     logprobs: Option<ServedModel>,
-    /// Log-probability entries so far (non-streamed answers).
-    entries: Vec<Value>,
+    choices: Vec<Choice>,
+    /// The prompt's tokens (counted once for all choices).
+    prompt_tokens: usize,
+    /// Generated tokens, all choices together.
+    completion_tokens: usize,
 }
 
 impl ReplyWriter {
-    /// A writer for one answer to `endpoint` from `model`, named `id`;
-    /// `logprobs` names tokens when log-probabilities were asked for.
-    pub fn new(endpoint: Endpoint, model: &str, id: &str, logprobs: Option<ServedModel>) -> Self {
+    /// A writer for one answer of `n` choices to `endpoint` from `model`,
+    /// named `id`; `logprobs` names tokens when log-probabilities were asked for.
+    pub fn new(
+        endpoint: Endpoint,
+        model: &str,
+        id: &str,
+        logprobs: Option<ServedModel>,
+        n: usize,
+    ) -> Self {
         let chat = endpoint == Endpoint::ChatCompletions;
         ReplyWriter {
             id: format!("{}-{id}", if chat { "chatcmpl" } else { "cmpl" }),
             model: model.to_string(),
             created: jiff::Timestamp::now().as_second(),
             chat,
-            text: String::new(),
             logprobs,
-            entries: Vec::new(),
+            choices: (0..n.max(1)).map(|_| Choice::default()).collect(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
         }
     }
 
@@ -96,61 +115,73 @@ impl ReplyWriter {
         Bytes::from(format!("data: {chunk}\n\n"))
     }
 
-    /// The first SSE event of a chat stream: the assistant's role.
-    pub fn opening(&self) -> Option<Bytes> {
+    /// The first SSE event of choice `index` of a chat stream: the role.
+    pub fn opening(&self, index: usize) -> Option<Bytes> {
         self.chat.then(|| {
             self.chunk(
-                json!({"index": 0, "delta": {"role": "assistant", "content": ""},
+                json!({"index": index, "delta": {"role": "assistant", "content": ""},
                 "logprobs": null, "finish_reason": null}),
             )
         })
     }
 
-    /// An SSE event for `token`, or nothing for a token with no text and
-    /// no log-probabilities asked for.
-    pub fn token_delta(&self, token: &TokenEvent) -> Option<Bytes> {
+    /// An SSE event for `token` of choice `index`, or nothing for a token
+    /// with no text and no log-probabilities asked for.
+    pub fn token_delta(&self, index: usize, token: &TokenEvent) -> Option<Bytes> {
         let entry = self.entry(token);
         if token.text.is_empty() && entry.is_none() {
             return None;
         }
         let logprobs = self.logprobs_of(&entry.into_iter().collect::<Vec<_>>());
-        Some(self.text_chunk(&token.text, logprobs))
+        Some(self.text_chunk(index, &token.text, logprobs))
     }
 
-    /// An SSE event for `text`, or nothing for empty text.
-    pub fn delta(&self, text: &str) -> Option<Bytes> {
-        (!text.is_empty()).then(|| self.text_chunk(text, Value::Null))
-    }
-
-    fn text_chunk(&self, text: &str, logprobs: Value) -> Bytes {
+    fn text_chunk(&self, index: usize, text: &str, logprobs: Value) -> Bytes {
         if self.chat {
-            self.chunk(json!({"index": 0, "delta": {"content": text}, "logprobs": logprobs, "finish_reason": null}))
+            self.chunk(json!({"index": index, "delta": {"content": text}, "logprobs": logprobs, "finish_reason": null}))
         } else {
             self.chunk(
-                json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": null}),
+                json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": null}),
             )
         }
     }
 
-    /// The SSE events that end a stream: trailing text, the finish reason,
-    /// the usage chunk when asked, `[DONE]`.
-    pub fn closing(&self, done: &Finished, include_usage: bool) -> Bytes {
+    /// Counts a finished choice's usage and remembers how it ended.
+    fn count(&mut self, index: usize, done: &Finished) {
+        self.prompt_tokens = self.prompt_tokens.max(done.prompt_tokens);
+        self.completion_tokens += done.completion_tokens;
+        if let Some(choice) = self.choices.get_mut(index) {
+            choice.finish_reason = Some(done.reason.as_openai());
+        }
+    }
+
+    /// The SSE events that end choice `index`: its trailing text, then its
+    /// finish reason.
+    pub fn choice_end(&mut self, index: usize, done: &Finished) -> Bytes {
+        self.count(index, done);
         let mut out = Vec::new();
-        if let Some(rest) = self.delta(&done.trailing_text) {
-            out.extend_from_slice(&rest);
+        if !done.trailing_text.is_empty() {
+            out.extend_from_slice(&self.text_chunk(index, &done.trailing_text, Value::Null));
         }
         let reason = done.reason.as_openai();
         let last = if self.chat {
-            json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason})
+            json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": reason})
         } else {
-            json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason})
+            json!({"index": index, "text": "", "logprobs": null, "finish_reason": reason})
         };
         out.extend_from_slice(&self.chunk(last));
+        Bytes::from(out)
+    }
+
+    /// The SSE events after every choice ended: the usage chunk when asked,
+    /// then `[DONE]`.
+    pub fn stream_end(&self, include_usage: bool) -> Bytes {
+        let mut out = Vec::new();
         if include_usage {
             let usage = json!({
                 "id": self.id, "object": self.object(true), "created": self.created,
                 "model": self.model, "system_fingerprint": null, "choices": [],
-                "usage": usage(done),
+                "usage": self.usage(),
             });
             out.extend_from_slice(format!("data: {usage}\n\n").as_bytes());
         }
@@ -158,40 +189,54 @@ impl ReplyWriter {
         Bytes::from(out)
     }
 
-    /// Collects a token for a non-streamed answer.
-    pub fn push(&mut self, token: &TokenEvent) {
-        self.text.push_str(&token.text);
-        if let Some(entry) = self.entry(token) {
-            self.entries.push(entry);
+    /// Collects a token of choice `index` for a non-streamed answer.
+    pub fn push(&mut self, index: usize, token: &TokenEvent) {
+        let entry = self.entry(token);
+        if let Some(choice) = self.choices.get_mut(index) {
+            choice.text.push_str(&token.text);
+            choice.entries.extend(entry);
+        }
+    }
+
+    /// Records the end of choice `index` of a non-streamed answer.
+    pub fn push_end(&mut self, index: usize, done: &Finished) {
+        self.count(index, done);
+        if let Some(choice) = self.choices.get_mut(index) {
+            choice.text.push_str(&done.trailing_text);
         }
     }
 
     /// The whole non-streamed answer.
-    pub fn whole(&mut self, done: &Finished) -> Bytes {
-        self.text.push_str(&done.trailing_text);
-        let reason = done.reason.as_openai();
-        let logprobs = self.logprobs_of(&self.entries);
-        let choice = if self.chat {
-            json!({"index": 0, "message": {"role": "assistant", "content": self.text, "refusal": null},
-                "logprobs": logprobs, "finish_reason": reason})
-        } else {
-            json!({"index": 0, "text": self.text, "logprobs": logprobs, "finish_reason": reason})
-        };
+    pub fn whole(&self) -> Bytes {
+        let choices: Vec<Value> = self
+            .choices
+            .iter()
+            .enumerate()
+            .map(|(index, c)| {
+                let logprobs = self.logprobs_of(&c.entries);
+                if self.chat {
+                    json!({"index": index, "message": {"role": "assistant", "content": c.text, "refusal": null},
+                        "logprobs": logprobs, "finish_reason": c.finish_reason})
+                } else {
+                    json!({"index": index, "text": c.text, "logprobs": logprobs, "finish_reason": c.finish_reason})
+                }
+            })
+            .collect();
         let body = json!({
             "id": self.id, "object": self.object(false), "created": self.created,
-            "model": self.model, "system_fingerprint": null, "choices": [choice],
-            "usage": usage(done),
+            "model": self.model, "system_fingerprint": null, "choices": choices,
+            "usage": self.usage(),
         });
         Bytes::from(body.to_string())
     }
-}
 
-fn usage(done: &Finished) -> Value {
-    json!({
-        "prompt_tokens": done.prompt_tokens,
-        "completion_tokens": done.completion_tokens,
-        "total_tokens": done.prompt_tokens + done.completion_tokens,
-    })
+    fn usage(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        })
+    }
 }
 
 /// What one engine event means for the answer.
@@ -255,28 +300,33 @@ mod tests {
 
     #[test]
     fn a_chat_stream_has_openais_chunks_and_usage() {
-        let w = ReplyWriter::new(Endpoint::ChatCompletions, "m", "x", None);
-        let opening = events(&w.opening().unwrap());
+        let mut w = ReplyWriter::new(Endpoint::ChatCompletions, "m", "x", None, 2);
+        let opening = events(&w.opening(1).unwrap());
         assert_eq!(opening[0]["choices"][0]["delta"]["role"], "assistant");
-        assert!(w.delta("").is_none());
-        let delta = events(&w.delta("hi").unwrap());
+        assert_eq!(opening[0]["choices"][0]["index"], 1);
+        assert!(w.token_delta(0, &token("")).is_none());
+        let delta = events(&w.token_delta(0, &token("hi")).unwrap());
         assert_eq!(delta[0]["object"], "chat.completion.chunk");
         assert_eq!(delta[0]["choices"][0]["delta"]["content"], "hi");
-        let closing = w.closing(&finished(), true);
+        let end = events(&w.choice_end(0, &finished()));
+        assert_eq!(end[0]["choices"][0]["delta"]["content"], "!");
+        assert_eq!(end[1]["choices"][0]["finish_reason"], "length");
+        w.choice_end(1, &finished());
+        let closing = w.stream_end(true);
         assert!(closing.ends_with(b"data: [DONE]\n\n"));
         let closing = events(&closing);
-        assert_eq!(closing[0]["choices"][0]["delta"]["content"], "!");
-        assert_eq!(closing[1]["choices"][0]["finish_reason"], "length");
-        assert_eq!(closing[2]["usage"]["total_tokens"], 8);
-        assert_eq!(closing[2]["choices"].as_array().unwrap().len(), 0);
+        // The prompt counts once, the completions of both choices add up.
+        assert_eq!(closing[0]["usage"]["total_tokens"], 5 + 3 + 3);
+        assert_eq!(closing[0]["choices"].as_array().unwrap().len(), 0);
     }
 
     #[test]
     fn a_whole_completion_carries_text_and_usage() {
-        let mut w = ReplyWriter::new(Endpoint::Completions, "m", "x", None);
-        w.push(&token("a"));
-        w.push(&token("b"));
-        let body: Value = serde_json::from_slice(&w.whole(&finished())).unwrap();
+        let mut w = ReplyWriter::new(Endpoint::Completions, "m", "x", None, 1);
+        w.push(0, &token("a"));
+        w.push(0, &token("b"));
+        w.push_end(0, &finished());
+        let body: Value = serde_json::from_slice(&w.whole()).unwrap();
         assert_eq!(body["object"], "text_completion");
         assert_eq!(body["choices"][0]["text"], "ab!");
         assert_eq!(body["usage"]["prompt_tokens"], 5);

@@ -20,6 +20,8 @@ pub struct EngineRequest {
     pub include_usage: bool,
     /// Report log-probabilities.
     pub logprobs: bool,
+    /// Choices to generate (`n`), each its own sequence.
+    pub n: usize,
 }
 
 /// Why a request was refused: the client's answer, a 400 (or a 500 when
@@ -96,12 +98,16 @@ pub fn read(
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| Refusal::invalid("body", format!("The body is not JSON: {e}")))?;
     let prompt = prompt_of(endpoint, &v, model)?;
-    if v.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
-        return Err(Refusal::invalid(
-            "n",
-            "the built-in engine answers with n = 1 only",
-        ));
-    }
+    let n = match v.get("n") {
+        None | Some(Value::Null) => 1,
+        Some(n) => match n.as_u64() {
+            Some(n @ 1..=MAX_N) => n as usize,
+            _ => {
+                let why = format!("n must be a whole number from 1 to {MAX_N}");
+                return Err(Refusal::invalid("n", why));
+            }
+        },
+    };
     let room = model.context_tokens().saturating_sub(prompt.len());
     let top = logprobs_of(endpoint, &v)?;
     let mut sampling = sampling_of(&v, room)?;
@@ -110,6 +116,7 @@ pub fn read(
         prompt,
         sampling,
         logprobs: top.is_some(),
+        n,
         stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
         include_usage: v
             .pointer("/stream_options/include_usage")
@@ -117,6 +124,9 @@ pub fn read(
             .unwrap_or(false),
     })
 }
+
+/// Most choices (`n`) one request may ask the engine for.
+const MAX_N: u64 = 8;
 
 /// Most alternatives per token OpenAI allows in `top_logprobs`.
 const MAX_TOP_LOGPROBS: u64 = 20;
