@@ -22,6 +22,10 @@ pub struct RoutingFields {
     pub max_tokens: Option<u64>,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: bool,
+    /// Answers asked for (`n`, default 1): each may cost `max_tokens`. A
+    /// value that is not a positive whole number counts as 1 here and is
+    /// left for the upstream to refuse.
+    pub choices: u64,
     /// Byte range of the model's JSON string (quotes included) in the body.
     model_span: Range<usize>,
     /// Byte range of the `stream_options` value, if present.
@@ -40,6 +44,8 @@ struct Borrowed<'a> {
     max_completion_tokens: Option<u64>,
     #[serde(borrow, default)]
     stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    n: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +109,11 @@ impl RoutingFields {
             stream,
             max_tokens: fields.max_completion_tokens.or(fields.max_tokens),
             include_usage,
+            choices: fields
+                .n
+                .and_then(|raw| raw.get().parse::<u64>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(1),
             model_span: span_of(body, raw_model),
             stream_options_span: fields.stream_options.map(|raw| span_of(body, raw)),
         })
@@ -185,6 +196,11 @@ mod tests {
         let f = RoutingFields::parse(br#"{"model":"m","max_tokens":50,"max_completion_tokens":9}"#)
             .unwrap();
         assert_eq!(f.max_tokens, Some(9));
+        let choices = |body: &[u8]| RoutingFields::parse(body).unwrap().choices;
+        assert_eq!(choices(br#"{"model":"m"}"#), 1);
+        assert_eq!(choices(br#"{"model":"m","n":10000}"#), 10000);
+        assert_eq!(choices(br#"{"model":"m","n":"2"}"#), 1);
+        assert_eq!(choices(br#"{"model":"m","n":0}"#), 1);
     }
 
     #[test]

@@ -216,3 +216,62 @@ async fn a_spent_budget_refuses_and_survives_a_restart() {
     let restarted = Sluice::start_in(sluice.dir(), &config_path).await;
     assert_eq!(ask(&restarted).await.unwrap().status(), 429);
 }
+
+#[tokio::test]
+async fn a_reservation_covers_every_choice_and_the_dearest_failover_target() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let config = format!(
+        r#"
+upstreams:
+  mock: {{base_url: "{}"}}
+models:
+  - {{name: mini, upstream: mock, upstream_model: gpt-4o-mini}}
+  - name: nano-then-4o
+    chain:
+      - targets: [{{upstream: mock, model: gpt-4.1-nano}}]
+      - targets: [{{upstream: mock, model: gpt-4o}}]
+tenants:
+  acme:
+    keys:
+      - {{id: acme-app, key: sk-acme, budget: {{limit_usd: 0.01, period: daily}}}}
+"#,
+        mock.base_url()
+    );
+    let sluice = Sluice::start(&config).await;
+    let ask = |body: Value| {
+        let url = sluice.url("/v1/chat/completions");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth("sk-acme")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let messages = json!([{"role": "user", "content": "hi"}]);
+    // 1,000 tokens of gpt-4o-mini ($0.60/M): $0.0006 of a $0.01 budget.
+    assert_eq!(
+        ask(json!({"model": "mini", "max_tokens": 1000, "messages": messages})).await,
+        200
+    );
+    // The same for 100 answers is $0.06: more than the budget holds.
+    assert_eq!(
+        ask(json!({"model": "mini", "max_tokens": 1000, "n": 100, "messages": messages})).await,
+        429
+    );
+    // 2,000 tokens at gpt-4.1-nano ($0.40/M) would fit, but the chain may
+    // fail over to gpt-4o ($10/M: $0.02), so the hold is priced at that.
+    assert_eq!(
+        ask(json!({"model": "nano-then-4o", "max_tokens": 2000, "messages": messages})).await,
+        429
+    );
+    assert_eq!(
+        ask(json!({"model": "nano-then-4o", "max_tokens": 200, "messages": messages})).await,
+        200
+    );
+    assert_eq!(mock.stats().requests(), 2);
+}

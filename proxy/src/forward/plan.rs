@@ -41,23 +41,25 @@ pub async fn plan<'r>(
             downgraded_to: None,
         });
     };
-    // The worst case at the price of the first planned target.
+    // The worst case: every choice (`n`) at its most tokens, at the price
+    // of the dearest candidate the chain may fail over to.
     let client_model = intake.fields.model.as_str();
-    let priced_as = candidates
-        .first()
-        .map_or(client_model, |c| c.upstream_model(client_model));
     let max_tokens = intake
         .fields
         .max_tokens
         .unwrap_or(services.access.default_max_tokens());
-    let worst = services
-        .accounting
-        .cost_micros(
-            Some(&key.tenant),
-            priced_as,
-            intake.prompt_estimate,
-            max_tokens,
-        )
+    let completion = max_tokens.saturating_mul(intake.fields.choices);
+    let cost_at = |model: &str| {
+        let prompt = intake.prompt_estimate;
+        services
+            .accounting
+            .cost_micros(Some(&key.tenant), model, prompt, completion)
+    };
+    let worst = candidates
+        .iter()
+        .filter_map(|c| cost_at(c.upstream_model(client_model)))
+        .max()
+        .or_else(|| cost_at(client_model))
         .unwrap_or(0);
     let spend = services
         .access
