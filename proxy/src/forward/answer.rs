@@ -64,9 +64,6 @@ pub enum LocalFailure {
     /// At capacity now: fail over, as after a 503.
     #[error("engine at capacity")]
     Overloaded,
-    /// No first event within the target's first-byte timeout.
-    #[error("no answer within the first-byte timeout")]
-    TimedOut,
     /// It failed; the text is for logs only.
     #[error("engine failed: {0}")]
     Failed(String),

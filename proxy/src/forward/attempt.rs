@@ -231,14 +231,11 @@ async fn ask_local(
 ) -> Result<AnswerSource, AttemptError> {
     let name = target.settings.name.as_str();
     let wait = target.settings.first_byte_timeout.min(remaining);
-    let asked = tokio::time::timeout(wait, backend.schedule(request))
-        .await
-        .unwrap_or(Err(LocalFailure::TimedOut));
-    let kind = match asked {
-        Ok(reply) => return Ok(AnswerSource::Local(reply)),
-        Err(LocalFailure::TimedOut) => AttemptErrorKind::Timeout(TimeoutPhase::FirstByte),
-        Err(LocalFailure::Overloaded) => AttemptErrorKind::Overloaded,
-        Err(LocalFailure::Failed(why)) => {
+    let kind = match tokio::time::timeout(wait, backend.schedule(request)).await {
+        Ok(Ok(reply)) => return Ok(AnswerSource::Local(reply)),
+        Err(_elapsed) => AttemptErrorKind::Timeout(TimeoutPhase::FirstByte),
+        Ok(Err(LocalFailure::Overloaded)) => AttemptErrorKind::Overloaded,
+        Ok(Err(LocalFailure::Failed(why))) => {
             tracing::warn!(upstream = name, error = %why, "local backend failed");
             AttemptErrorKind::Broken("the engine failed before a response")
         }

