@@ -10,6 +10,7 @@
 //! [`LocalModelSettings`].
 
 mod access;
+mod edge;
 mod env;
 mod error;
 mod ledger;
@@ -27,6 +28,7 @@ pub use access::{
     key_from_spec, tenant_policy, AccessSettings, Budget, BudgetPeriod, JwtSettings, KeySettings,
     Limits, Priority, TenantSettings,
 };
+pub use edge::EdgeLimits;
 pub use error::ConfigError;
 pub use ledger::{DecimalText, LedgerConfig, RawLedger, RawPrice};
 pub use local::{

@@ -75,6 +75,30 @@ pub struct RawServer {
     /// Log line format: `text` or `json`. Default `text`; `--log-format` overrides it.
     #[serde(default)]
     pub log_format: RawLogFormat,
+    /// Milliseconds a client has to send a whole request header (and the
+    /// HTTP/2 preface) once its connection opens or its first byte arrives.
+    /// Default 10000.
+    #[serde(default)]
+    pub header_timeout_ms: Option<u64>,
+    /// Milliseconds a request body may go without a byte arriving. Default 30000.
+    #[serde(default)]
+    pub body_timeout_ms: Option<u64>,
+    /// Seconds an idle keep-alive connection stays open between requests.
+    /// Default 60.
+    #[serde(default)]
+    pub keepalive_timeout_s: Option<u64>,
+    /// Open client connections, in all. Default 10000.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Open client connections from one IP address. Default 1000.
+    #[serde(default)]
+    pub max_connections_per_client: Option<usize>,
+    /// Request header fields. Default 100.
+    #[serde(default)]
+    pub max_headers: Option<usize>,
+    /// Bytes of request header names and values. Default 65536.
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
 }
 
 impl Default for RawServer {
@@ -85,6 +109,13 @@ impl Default for RawServer {
             max_body_bytes: default_max_body_bytes(),
             grace_period_s: default_grace_period_s(),
             log_format: RawLogFormat::default(),
+            header_timeout_ms: None,
+            body_timeout_ms: None,
+            keepalive_timeout_s: None,
+            max_connections: None,
+            max_connections_per_client: None,
+            max_headers: None,
+            max_header_bytes: None,
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct ServerSettings {
     pub grace_period: Duration,
     /// Log line format.
     pub log_format: LogFormat,
+    /// Deadlines and caps that protect the edge.
+    pub limits: crate::EdgeLimits,
 }
 
 /// Log line format.
@@ -278,6 +280,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let limits = crate::EdgeLimits::from_raw(&raw.server)?;
         let server = ServerSettings {
             listen,
             threads,
@@ -287,6 +290,7 @@ impl Config {
                 RawLogFormat::Text => LogFormat::Text,
                 RawLogFormat::Json => LogFormat::Json,
             },
+            limits,
         };
 
         let mut upstreams = Vec::with_capacity(raw.upstreams.len());

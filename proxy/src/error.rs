@@ -106,6 +106,33 @@ pub enum GatewayError {
         /// What kind of record.
         what: &'static str,
     },
+    /// The client did not send its request in time.
+    #[error("The request was not received in time (waiting for its {phase}).")]
+    RequestTimeout {
+        /// What was awaited: `preface`, `header` or `body`.
+        phase: &'static str,
+    },
+    /// The request header has more fields or bytes than the edge accepts.
+    #[error("The request header is too large: at most {max_headers} fields and {max_bytes} bytes are accepted.")]
+    HeaderTooLarge {
+        /// `server.max_headers`.
+        max_headers: usize,
+        /// `server.max_header_bytes`.
+        max_bytes: usize,
+    },
+    /// The request header could not be parsed, or its framing is ambiguous
+    /// (conflicting `Content-Length`s, an unknown `Transfer-Encoding`).
+    #[error("The request could not be parsed: {reason}.")]
+    BadFraming {
+        /// A fixed description (never the client's bytes).
+        reason: &'static str,
+    },
+    /// The node has as many client connections open as it accepts.
+    #[error("Too many open connections{}; please retry shortly.", if *per_client { " from this address" } else { "" })]
+    TooManyConnections {
+        /// The per-address cap, not the total, was reached.
+        per_client: bool,
+    },
     /// The upstream did not answer in time.
     #[error("upstream {upstream} timed out: {phase}")]
     UpstreamTimeout {
@@ -156,6 +183,10 @@ impl GatewayError {
             GatewayError::LedgerUnavailable => 503,
             GatewayError::AllAttemptsFailed { status, .. } => *status,
             GatewayError::UpstreamTimeout { .. } => 504,
+            GatewayError::RequestTimeout { .. } => 408,
+            GatewayError::HeaderTooLarge { .. } => 431,
+            GatewayError::BadFraming { .. } => 400,
+            GatewayError::TooManyConnections { .. } => 503,
             GatewayError::StoredRecordInvalid { .. } => 500,
             GatewayError::StreamNotFound { .. } => 404,
             GatewayError::Queue(_) => 429,
@@ -187,6 +218,10 @@ impl GatewayError {
             GatewayError::LedgerUnavailable => "ledger_unavailable",
             GatewayError::AllAttemptsFailed { .. } => "all_attempts_failed",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::RequestTimeout { .. } => "request_timeout",
+            GatewayError::HeaderTooLarge { .. } => "header_too_large",
+            GatewayError::BadFraming { .. } => "bad_framing",
+            GatewayError::TooManyConnections { .. } => "too_many_connections",
             GatewayError::StoredRecordInvalid { .. } => "stored_record_invalid",
             GatewayError::StreamNotFound { .. } => "stream_not_found",
             GatewayError::Queue(QueueError::Full) => "queue_full",
@@ -234,6 +269,10 @@ impl GatewayError {
             GatewayError::LedgerUnavailable => Some("service_unavailable"),
             GatewayError::AllAttemptsFailed { code, .. } => Some(code),
             GatewayError::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            GatewayError::RequestTimeout { .. }
+            | GatewayError::HeaderTooLarge { .. }
+            | GatewayError::BadFraming { .. }
+            | GatewayError::TooManyConnections { .. } => Some(self.kind()),
             GatewayError::StoredRecordInvalid { .. } => Some("internal_error"),
             GatewayError::StreamNotFound { .. }
             | GatewayError::Queue(_)
@@ -265,6 +304,7 @@ impl GatewayError {
                 ..
             } => vec![("retry-after", after.as_secs().max(1).to_string())],
             GatewayError::Queue(_)
+            | GatewayError::TooManyConnections { .. }
             | GatewayError::Ended {
                 cause: EndCause::Preempt,
                 ..

@@ -135,7 +135,7 @@ pub async fn serve(
     let method = session.req_header().method.clone();
     let path = session.req_header().uri.path().to_string();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let body = read_body(session, 64 * 1024).await?;
+    let body = read_body(session, 64 * 1024, ctx.body_timeout).await?;
     let runtime = admin.control;
     let (status, reply) = match (method.as_str(), parts.as_slice()) {
         ("POST", ["admin", "keys"]) => {

@@ -10,7 +10,7 @@
 //! (`csv` or `json`, default `json`), `tenant`.
 
 use super::AdminContext;
-use crate::downstream::respond::response_header;
+use crate::downstream::respond::{response_header, UnknownLength};
 use crate::downstream::RequestCtx;
 use crate::error::GatewayError;
 use bytes::Bytes;
@@ -126,9 +126,7 @@ pub async fn serve(
             "application/json"
         },
     );
-    if !session.is_http2() {
-        let _ = header.insert_header("transfer-encoding", "chunked");
-    }
+    let _ = UnknownLength::choose(session).apply(&mut header);
     if session
         .write_response_header(Box::new(header))
         .await

@@ -12,6 +12,7 @@
 //! pool ([`crate::forward`]); this also skips the proxy's duplex task channels
 //! on the hot path.
 
+pub mod edge;
 pub mod routes;
 pub mod server;
 
@@ -24,12 +25,13 @@ use crate::forward::{NamedBackends, Services};
 use crate::ops::{Accounting, Alerts, Metrics};
 use crate::streams::StreamControl;
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use routes::RouteKind;
-use sluice_config::Config;
+use sluice_config::{Config, EdgeLimits};
 use sluice_providers::Router;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,6 +51,18 @@ pub struct Gateway {
     models_body: Bytes,
     /// h2c on, for pingora.
     server_options: HttpServerOptions,
+    /// Header deadline and header caps.
+    limits: EdgeLimits,
+}
+
+/// A connection whose request was answered and may carry another.
+pub struct Reuse {
+    /// The connection.
+    pub stream: Stream,
+    /// Bytes of the next request already read.
+    pub prefix: Option<BytesMut>,
+    /// Keep-alive state carried to the next request.
+    pub settings: HttpPersistentSettings,
 }
 
 /// What the gateway is built from, besides its config.
@@ -91,6 +105,7 @@ impl Gateway {
         let models_body = render_models(router.listed_models());
         let mut server_options = HttpServerOptions::default();
         server_options.h2c = true;
+        server_options.h2_idle_timeout = Some(config.server.limits.keepalive_timeout);
         let key_source = accounting.store().cloned().map(|store| {
             Arc::new(crate::admin::keys::DbKeys {
                 store,
@@ -123,6 +138,7 @@ impl Gateway {
             ready,
             models_body,
             server_options,
+            limits: config.server.limits.clone(),
         }
     }
 
@@ -285,17 +301,42 @@ impl Gateway {
     }
 }
 
-#[async_trait]
-impl HttpServerApp for Gateway {
-    async fn process_new_http(
-        self: &Arc<Self>,
+impl Gateway {
+    /// Serves one request on `session`: reads its header under
+    /// `server.header_timeout_ms` (408 when late, 400 or 431 when it cannot
+    /// be accepted), routes and answers it, and gives the connection back
+    /// when it may carry another.
+    pub async fn serve_one(
+        &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        match session.read_request().await {
-            Ok(true) => {}
-            // The client closed an idle keep-alive connection, or sent garbage.
-            Ok(false) | Err(_) => return None,
+    ) -> Option<Reuse> {
+        match tokio::time::timeout(self.limits.header_timeout, session.read_request()).await {
+            Ok(Ok(true)) => {}
+            // The client closed an idle keep-alive connection.
+            Ok(Ok(false)) => return None,
+            Ok(Err(e)) => {
+                if let Some(error) = unreadable(&e) {
+                    self.refuse_header(&mut session, &error).await;
+                }
+                return None;
+            }
+            Err(_) => {
+                let error = GatewayError::RequestTimeout { phase: "header" };
+                self.refuse_header(&mut session, &error).await;
+                return None;
+            }
+        }
+        let headers = &session.req_header().headers;
+        if headers.len() > self.limits.max_headers
+            || header_bytes(headers) > self.limits.max_header_bytes
+        {
+            let error = GatewayError::HeaderTooLarge {
+                max_headers: self.limits.max_headers,
+                max_bytes: self.limits.max_header_bytes,
+            };
+            self.refuse_header(&mut session, &error).await;
+            return None;
         }
         if *shutdown.borrow() {
             session.set_keepalive(None);
@@ -310,6 +351,7 @@ impl HttpServerApp for Gateway {
         let header = session.req_header();
         let route = RouteKind::classify(&header.method, header.uri.path());
         let mut ctx = RequestCtx::new(session.get_header("x-request-id").map(|v| v.as_bytes()));
+        ctx.body_timeout = self.limits.body_timeout;
         let span = tracing::info_span!(
             "request",
             request_id = %ctx.request_id,
@@ -335,11 +377,100 @@ impl HttpServerApp for Gateway {
         // After observing, so a scrape that sees no request in flight sees its metrics.
         in_flight.dec();
 
-        let persistent = HttpPersistentSettings::for_session(&session);
+        let settings = HttpPersistentSettings::for_session(&session);
         match session.finish().await {
-            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, persistent)),
+            Ok(Some(reusable)) => {
+                let (stream, prefix) = reusable.into_parts();
+                Some(Reuse {
+                    stream,
+                    prefix,
+                    settings,
+                })
+            }
             _ => None,
         }
+    }
+
+    /// Answers a request whose header was refused, then closes.
+    async fn refuse_header(&self, session: &mut ServerSession, error: &GatewayError) {
+        let edge = &self.services.metrics.edge;
+        match error {
+            GatewayError::RequestTimeout { .. } => {
+                edge.timeouts.with_label_values(&["header"]).inc()
+            }
+            GatewayError::HeaderTooLarge { .. } => edge
+                .unreadable
+                .with_label_values(&["header_too_large"])
+                .inc(),
+            _ => edge.unreadable.with_label_values(&["bad_framing"]).inc(),
+        }
+        tracing::debug!(error = %error, kind = error.kind(), "request header refused");
+        session.set_keepalive(None);
+        let mut ctx = RequestCtx::new(None);
+        respond_error(session, &mut ctx, error).await;
+        session.shutdown().await;
+    }
+}
+
+/// What to answer a header pingora could not read, if anything: the
+/// client's own bytes never reach the message.
+fn unreadable(e: &pingora::Error) -> Option<GatewayError> {
+    use pingora::ErrorType;
+    match e.etype() {
+        ErrorType::ReadTimedout => Some(GatewayError::RequestTimeout { phase: "header" }),
+        ErrorType::InvalidHTTPHeader => {
+            let context = e.context.as_ref().map_or("", |c| c.as_str());
+            let too_many = e
+                .root_cause()
+                .downcast_ref::<httparse::Error>()
+                .is_some_and(|c| *c == httparse::Error::TooManyHeaders);
+            Some(
+                if too_many || context.starts_with("Request header larger") {
+                    // Pingora's own ceilings (256 fields, 1 MiB), above sluice's.
+                    GatewayError::HeaderTooLarge {
+                        max_headers: 256,
+                        max_bytes: 1 << 20,
+                    }
+                } else if context.contains("Content-Length") {
+                    GatewayError::BadFraming {
+                        reason: "conflicting or invalid Content-Length",
+                    }
+                } else if context.contains("Transfer-Encoding") {
+                    GatewayError::BadFraming {
+                        reason: "unsupported Transfer-Encoding",
+                    }
+                } else {
+                    GatewayError::BadFraming {
+                        reason: "malformed request header",
+                    }
+                },
+            )
+        }
+        // The client hung up or the socket broke: nobody to answer.
+        _ => None,
+    }
+}
+
+/// Bytes of header names and values.
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum()
+}
+
+/// Pingora's HTTP/2 server calls this for each stream (HTTP/1.x goes
+/// through [`edge::Edge`]).
+#[async_trait]
+impl HttpServerApp for Gateway {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.serve_one(session, shutdown)
+            .await
+            .map(|reuse| ReusedHttpStream::new(reuse.stream, Some(reuse.settings)))
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {

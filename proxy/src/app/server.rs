@@ -111,7 +111,11 @@ pub fn run(config: Config, local: NamedBackends) -> Result<(), StartupError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut service = Service::new("sluice".to_string(), gateway);
+    let limits = config.server.limits.clone();
+    let mut service = Service::new(
+        "sluice".to_string(),
+        super::edge::Edge::new(gateway, limits),
+    );
     service.add_tcp(&config.server.listen.to_string());
     server.add_service(service);
     server.add_service(background_service("readiness", Readiness(ready)));

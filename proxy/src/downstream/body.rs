@@ -4,6 +4,7 @@
 use crate::error::GatewayError;
 use bytes::{Bytes, BytesMut};
 use pingora::protocols::http::ServerSession;
+use std::time::Duration;
 
 /// Most of an oversized body read and discarded before answering 413.
 const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
@@ -24,8 +25,13 @@ async fn drain_body(session: &mut ServerSession) {
     }
 }
 
-/// Reads the whole request body, refusing more than `limit` bytes.
-pub async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Bytes, GatewayError> {
+/// Reads the whole request body, refusing more than `limit` bytes, and
+/// answering 408 when no byte arrives for `idle` (a slow-loris body).
+pub async fn read_body(
+    session: &mut ServerSession,
+    limit: usize,
+    idle: Duration,
+) -> Result<Bytes, GatewayError> {
     let declared = session
         .get_header("content-length")
         .and_then(|v| v.to_str().ok())
@@ -38,12 +44,20 @@ pub async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Byte
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
     loop {
-        let chunk = match session.read_request_body().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(_) => {
+        let chunk = match tokio::time::timeout(idle, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) if *e.etype() == pingora::ErrorType::ReadTimedout => {
+                session.set_keepalive(None);
+                return Err(GatewayError::RequestTimeout { phase: "body" });
+            }
+            Ok(Err(_)) => {
                 session.set_keepalive(None);
                 return Err(GatewayError::BodyRead);
+            }
+            Err(_) => {
+                session.set_keepalive(None);
+                return Err(GatewayError::RequestTimeout { phase: "body" });
             }
         };
         let so_far = first.as_ref().map_or(0, Bytes::len) + rest.as_ref().map_or(0, BytesMut::len);

@@ -8,7 +8,7 @@ pub mod respond;
 pub mod watch;
 
 use sluice_filters::RequestId;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What every request carries from the moment its header is read, whatever
 /// its route: identity, timing, and what was answered (for logs and metrics).
@@ -25,6 +25,8 @@ pub struct RequestCtx {
     pub status: u16,
     /// The stream id of a forwarded request, sent as `x-sluice-stream-id`.
     pub stream_id: Option<String>,
+    /// Longest wait for the next byte of the request body.
+    pub body_timeout: Duration,
 }
 
 impl RequestCtx {
@@ -38,6 +40,7 @@ impl RequestCtx {
             model_label: "-".to_string(),
             status: 0,
             stream_id: None,
+            body_timeout: sluice_config::EdgeLimits::default().body_timeout,
         }
     }
 }

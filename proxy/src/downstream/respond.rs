@@ -77,3 +77,64 @@ async fn respond_with(
         let _ = session.write_response_body(body, true).await;
     }
 }
+
+/// `error` as a whole HTTP/1.1 response that closes the connection, for
+/// refusals made before an HTTP session exists (a connection over its cap,
+/// a client that never sent a request).
+pub fn raw_error(error: &GatewayError) -> Vec<u8> {
+    let status = error.status();
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let body = error.body();
+    let mut head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in error.headers() {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(&value);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// How a body of unknown length (a stream) is framed for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownLength {
+    /// HTTP/2 frames it itself.
+    Http2,
+    /// HTTP/1.1: `transfer-encoding: chunked`.
+    Chunked,
+    /// HTTP/1.0: the body ends when the connection closes (RFC 9112 §6.1
+    /// forbids sending chunked to a 1.0 client).
+    CloseDelimited,
+}
+
+impl UnknownLength {
+    /// The framing `session`'s client understands; a close-delimited body
+    /// turns keep-alive off, since closing is what ends it.
+    pub fn choose(session: &mut ServerSession) -> Self {
+        if session.is_http2() {
+            UnknownLength::Http2
+        } else if session.req_header().version == http::Version::HTTP_10 {
+            session.set_keepalive(None);
+            UnknownLength::CloseDelimited
+        } else {
+            UnknownLength::Chunked
+        }
+    }
+
+    /// Adds what the framing needs to `header`.
+    pub fn apply(self, header: &mut ResponseHeader) -> pingora::Result<()> {
+        if self == UnknownLength::Chunked {
+            header.insert_header("transfer-encoding", "chunked")?;
+        }
+        Ok(())
+    }
+}

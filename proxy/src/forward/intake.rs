@@ -43,12 +43,14 @@ pub async fn intake<'r>(
     services: &'r Services,
     session: &mut ServerSession,
     endpoint: Endpoint,
+    body_timeout: std::time::Duration,
 ) -> Result<Intake<'r>, GatewayError> {
     let key = services
         .access
         .identify(&session.req_header().headers)
         .await?;
-    let body = crate::downstream::body::read_body(session, services.max_body_bytes).await?;
+    let body =
+        crate::downstream::body::read_body(session, services.max_body_bytes, body_timeout).await?;
     let fields = RoutingFields::parse(&body)?;
     let route = services.router.resolve(&fields.model)?;
     Ok(Intake {

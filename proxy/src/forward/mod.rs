@@ -128,7 +128,7 @@ pub async fn forward(
     rctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
     rctx.stream_id = Some(StreamRegistry::mint_id());
-    let intake = intake::intake(services, session, endpoint).await?;
+    let intake = intake::intake(services, session, endpoint, rctx.body_timeout).await?;
     let caller = admit::admit(services, session, &intake).await?;
     let plan = plan::plan(services, &intake, &caller).await?;
     rctx.model_label = plan.route.model_label.to_string();

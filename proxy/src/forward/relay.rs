@@ -13,7 +13,7 @@ use super::dialect::StreamEnd;
 use super::intake::estimate_tokens;
 use super::AnswerSource;
 use super::{Dialect, ForwardCtx, Services};
-use crate::downstream::respond::response_header;
+use crate::downstream::respond::{response_header, UnknownLength};
 use crate::downstream::watch::{client_event, ClientEvent};
 use crate::downstream::RequestCtx;
 use crate::error::GatewayError;
@@ -86,10 +86,13 @@ pub async fn relay<'r>(
     let mut translator = answer
         .provider
         .response_translator(&answer.reply, answer.source.status());
-    let header = client_response_header(ctx, &answer, &translator, rctx, session.is_http2())
-        .map_err(|_| GatewayError::UpstreamUnavailable {
-            upstream: name.to_string(),
-            cause: "invalid response header",
+    let framing = UnknownLength::choose(session);
+    let header =
+        client_response_header(ctx, &answer, &translator, rctx, framing).map_err(|_| {
+            GatewayError::UpstreamUnavailable {
+                upstream: name.to_string(),
+                cause: "invalid response header",
+            }
         })?;
     rctx.status = header.status.as_u16();
     let is_sse = header
@@ -399,7 +402,7 @@ fn client_response_header(
     answer: &Answer<'_>,
     translator: &ResponseTranslator,
     rctx: &RequestCtx,
-    downstream_h2: bool,
+    framing: UnknownLength,
 ) -> pingora::Result<ResponseHeader> {
     let mut header = response_header(rctx, translator.status())?;
     let translated = translator
@@ -426,8 +429,8 @@ fn client_response_header(
             header.append_header(name.clone(), value.clone())?;
         }
     }
-    if !has_length && !downstream_h2 {
-        header.insert_header("transfer-encoding", "chunked")?;
+    if !has_length {
+        framing.apply(&mut header)?;
     }
     header.insert_header("x-sluice-target", answer.target.settings.name.as_str())?;
     header.insert_header("x-sluice-attempts", answer.attempts)?;

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub node_slots_used: IntGauge,
     /// The built-in engines' load (set at scrape).
     pub engine: super::engine_metrics::EngineMetrics,
+    /// Client connections and what the edge refused.
+    pub edge: super::edge_metrics::EdgeMetrics,
 }
 
 impl Metrics {
@@ -222,8 +224,10 @@ impl Metrics {
         registry.register(Box::new(quota_store_errors.clone()))?;
         let streams = StreamMetrics::new(&registry)?;
         let engine = super::engine_metrics::EngineMetrics::new(&registry)?;
+        let edge = super::edge_metrics::EdgeMetrics::new(&registry)?;
         Ok(Metrics {
             engine,
+            edge,
             streams_live: streams.live,
             stream_cancellations: streams.cancellations,
             stream_pause: streams.pause,

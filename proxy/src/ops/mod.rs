@@ -6,6 +6,7 @@
 pub mod accounting;
 pub mod alert;
 pub mod control;
+pub mod edge_metrics;
 pub mod engine_metrics;
 pub mod logging;
 pub mod metrics;

@@ -63,7 +63,7 @@ pub async fn serve(
                     path,
                 });
             };
-            let reason = control_reason(session).await?;
+            let reason = control_reason(session, ctx.body_timeout).await?;
             apply(streams, id, &viewer, command, reason)
                 .await?
                 .to_json()
@@ -109,8 +109,11 @@ async fn apply(
 }
 
 /// The optional `{"reason": "..."}` of a control call.
-async fn control_reason(session: &mut ServerSession) -> Result<Option<String>, GatewayError> {
-    let body = read_body(session, MAX_CONTROL_BODY).await?;
+async fn control_reason(
+    session: &mut ServerSession,
+    idle: std::time::Duration,
+) -> Result<Option<String>, GatewayError> {
+    let body = read_body(session, MAX_CONTROL_BODY, idle).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

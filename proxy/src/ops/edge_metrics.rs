@@ -1,0 +1,57 @@
+//! The client side of the edge: open connections, and what the edge
+//! refused before any route saw a request (caps, deadlines, unreadable
+//! headers).
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+/// Connection series.
+pub struct EdgeMetrics {
+    /// Client connections open now.
+    pub open: IntGauge,
+    /// Connections answered 503 and closed at once, by reason:
+    /// `max_connections`, `max_connections_per_client`.
+    pub refused: IntCounterVec,
+    /// Clients too slow to send, by phase: `preface`, `header`, `body`.
+    pub timeouts: IntCounterVec,
+    /// Request headers that could not be accepted, by reason:
+    /// `too_many_headers`, `header_too_large`, `bad_framing`.
+    pub unreadable: IntCounterVec,
+}
+
+impl EdgeMetrics {
+    /// Registers the series in `registry`.
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = EdgeMetrics {
+            open: IntGauge::new(
+                "sluice_connections_open",
+                "Client connections open now.",
+            )?,
+            refused: IntCounterVec::new(
+                Opts::new(
+                    "sluice_connections_refused_total",
+                    "Connections answered 503 at once: max_connections, max_connections_per_client.",
+                ),
+                &["reason"],
+            )?,
+            timeouts: IntCounterVec::new(
+                Opts::new(
+                    "sluice_client_timeouts_total",
+                    "Clients too slow to send their request, by phase: preface, header, body.",
+                ),
+                &["phase"],
+            )?,
+            unreadable: IntCounterVec::new(
+                Opts::new(
+                    "sluice_unreadable_requests_total",
+                    "Request headers refused before routing: too_many_headers, header_too_large, bad_framing.",
+                ),
+                &["reason"],
+            )?,
+        };
+        registry.register(Box::new(m.open.clone()))?;
+        registry.register(Box::new(m.refused.clone()))?;
+        registry.register(Box::new(m.timeouts.clone()))?;
+        registry.register(Box::new(m.unreadable.clone()))?;
+        Ok(m)
+    }
+}
