@@ -101,7 +101,7 @@ pub struct RateLimitStatus {
 
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Rate limit reached for {scope_kind} on {} per minute: retry after {}s.", limit_name(*limit), retry_after.as_secs().max(1))]
+#[error("{}", self.describe())]
 pub struct QuotaRejection {
     /// The limit that refused.
     pub limit: LimitKind,
@@ -114,6 +114,26 @@ pub struct QuotaRejection {
     /// True when the request can never pass (it asks for more tokens than a
     /// whole minute's quota).
     pub never: bool,
+}
+
+impl QuotaRejection {
+    /// The message: when to retry, or (for a request that can never fit)
+    /// that retrying is pointless and what to shrink.
+    fn describe(&self) -> String {
+        if self.never {
+            let limit = self.status.tokens.map_or(0, |(limit, _, _)| limit);
+            return format!(
+                "Request too large for {} on tokens per minute: it needs more than the whole limit of {limit}. Reduce the prompt or max_tokens; retrying will not help.",
+                self.scope_kind
+            );
+        }
+        format!(
+            "Rate limit reached for {} on {} per minute: retry after {}s.",
+            self.scope_kind,
+            limit_name(self.limit),
+            self.retry_after.as_secs().max(1)
+        )
+    }
 }
 
 fn limit_name(limit: LimitKind) -> &'static str {

@@ -293,6 +293,13 @@ impl GatewayError {
     /// `x-ratelimit-*` on rate-limit refusals.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
+            GatewayError::Quota(q) if q.never => {
+                // No `retry-after`: waiting cannot make it fit. OpenAI's
+                // SDKs honour `x-should-retry` over their retry-on-429 rule.
+                let mut h = rate_limit_headers(&q.status);
+                h.push(("x-should-retry", "false".to_string()));
+                h
+            }
             GatewayError::Quota(q) => {
                 let mut h = rate_limit_headers(&q.status);
                 let secs = q.retry_after.as_secs() + u64::from(q.retry_after.subsec_nanos() > 0);

@@ -205,9 +205,19 @@ async fn tokens_per_minute_reserve_up_front_and_settle_on_real_usage() {
         200
     );
 
+    // Larger than a whole minute's quota: no `retry-after` (waiting cannot
+    // help) and `x-should-retry: false`, which OpenAI's SDKs obey.
     body["max_tokens"] = json!(5000);
-    let (status, _) = error_of(post(&sluice, Some("sk-globex-tpm"), body).await).await;
+    let response = post(&sluice, Some("sk-globex-tpm"), body).await;
+    assert!(response.headers().get("retry-after").is_none());
+    assert_eq!(response.headers()["x-should-retry"], "false");
+    let (status, err) = error_of(response).await;
     assert_eq!(status, 429, "larger than a whole minute's quota");
+    assert!(
+        err.error.message.contains("Request too large") && err.error.message.contains("1000"),
+        "{}",
+        err.error.message
+    );
 }
 
 #[tokio::test]
