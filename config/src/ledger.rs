@@ -35,6 +35,23 @@ pub struct RawLedger {
     /// Longest a record waits for its batch, in ms. Default 200.
     #[serde(default)]
     pub flush_interval_ms: Option<u64>,
+    /// `queued` (default): a record waits in memory for its batch, so a
+    /// crash (SIGKILL, OOM, power loss) loses up to `flush_interval_ms` of
+    /// records. `strict`: a response's last bytes are sent only once its
+    /// record is committed or fsync'd in the spool (a group commit).
+    #[serde(default)]
+    pub durability: Option<Durability>,
+}
+
+/// `ledger.durability`: when a record is safe relative to its response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Queued in memory, written within `flush_interval`.
+    #[default]
+    Queued,
+    /// Durable before the response completes.
+    Strict,
 }
 
 /// A price as a decimal written as a YAML number or string (`2.5`, `"0.0375"`).
@@ -98,6 +115,8 @@ pub struct LedgerConfig {
     pub batch_size: usize,
     /// Longest wait for a batch.
     pub flush_interval: Duration,
+    /// When a record is durable relative to its response.
+    pub durability: Durability,
     /// Global price overrides.
     pub pricing: Vec<RawPrice>,
 }
@@ -192,6 +211,7 @@ pub(crate) fn ledger_config(
         queue_capacity: positive(raw.queue_capacity, 10_000, "queue_capacity")?,
         batch_size: positive(raw.batch_size, 256, "batch_size")?,
         flush_interval: Duration::from_millis(raw.flush_interval_ms.unwrap_or(200).max(1)),
+        durability: raw.durability.unwrap_or_default(),
         pricing,
     })
 }

@@ -30,7 +30,7 @@ pub use access::{
 };
 pub use edge::EdgeLimits;
 pub use error::ConfigError;
-pub use ledger::{DecimalText, LedgerConfig, RawLedger, RawPrice};
+pub use ledger::{DecimalText, Durability, LedgerConfig, RawLedger, RawPrice};
 pub use local::{
     KvCacheSize, LocalDevice, LocalModelSettings, DEFAULT_LOCAL_MODEL_NAME,
     DEFAULT_LOCAL_MODEL_PATH,

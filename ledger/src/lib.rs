@@ -48,4 +48,4 @@ pub use settings::{sqlite_url, Backend, LedgerSettings};
 pub use store::{Store, StoreOptions};
 pub use tokens::{count_tokens, tokenizer_for, Tokenizer};
 pub use verify::{ChainBreak, ChainProblem, ChainSummary, VerifyReport};
-pub use writer::{Admission, FlushReport, Ledger};
+pub use writer::{Admission, DurableAck, FlushReport, Ledger};

@@ -10,6 +10,12 @@
 //! `retry_interval`; once a write succeeds again the spool is replayed,
 //! oldest first, before new batches.
 //!
+//! [`Ledger::record_durable`] is the strict path: the record goes on a
+//! queue of its own, the writer commits it (with whatever else is waiting:
+//! a group commit) at once instead of after `flush_interval`, and the
+//! returned [`DurableAck`] resolves once it is in the database or fsync'd
+//! in the spool.
+//!
 //! What can be lost: records in the in-memory queue if the process is
 //! killed without [`Ledger::shutdown`] (SIGKILL, OOM, power loss), overflow
 //! records appended but not yet fsync'd at a power loss (the writer syncs
@@ -43,6 +49,35 @@ pub enum Admission {
     Spooled,
 }
 
+/// Resolves once a record handed to [`Ledger::record_durable`] is durable.
+#[derive(Debug)]
+pub struct DurableAck(DurableState);
+
+#[derive(Debug)]
+enum DurableState {
+    Done(bool),
+    Waiting(oneshot::Receiver<bool>),
+}
+
+impl DurableAck {
+    /// `true` once the record is committed to the database or fsync'd in
+    /// the spool; `false` when neither could take it (it is held in memory
+    /// and retried, but a crash now would lose it).
+    pub async fn durable(self) -> bool {
+        match self.0 {
+            DurableState::Done(ok) => ok,
+            DurableState::Waiting(rx) => rx.await.unwrap_or(false),
+        }
+    }
+}
+
+/// A record on the strict queue, with whom to tell once it is durable.
+#[derive(Debug)]
+struct DurableRecord {
+    pending: PendingRecord,
+    done: oneshot::Sender<bool>,
+}
+
 /// The state after [`Ledger::flush`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlushReport {
@@ -58,6 +93,7 @@ pub struct FlushReport {
 #[derive(Debug, Clone)]
 pub struct Ledger {
     queue: mpsc::Sender<PendingRecord>,
+    durable: mpsc::Sender<DurableRecord>,
     shared: Arc<Shared>,
 }
 
@@ -87,6 +123,7 @@ impl Ledger {
         let counters = Arc::new(LedgerCounters::default());
         let spool = Arc::new(Spool::open(&settings.spool_dir, counters.clone())?);
         let (queue_tx, queue_rx) = mpsc::channel(settings.queue_capacity);
+        let (durable_tx, durable_rx) = mpsc::channel(settings.queue_capacity);
         let (flush_tx, flush_rx) = mpsc::channel(16);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (finished_tx, finished_rx) = watch::channel(false);
@@ -95,6 +132,7 @@ impl Ledger {
             tip: None,
             retry_at: None,
             queue: queue_rx,
+            durable: durable_rx,
             flush_requests: flush_rx,
             shutdown: shutdown_rx,
             finished: finished_tx,
@@ -106,6 +144,7 @@ impl Ledger {
         tokio::spawn(writer.run());
         Ok(Ledger {
             queue: queue_tx,
+            durable: durable_tx,
             shared: Arc::new(Shared {
                 node_id,
                 counters,
@@ -151,6 +190,38 @@ impl Ledger {
                 counters.lost(1);
                 tracing::error!(error = %e, request_id = %pending.record.request_id, "usage record lost: queue full and spool unwritable");
                 Err(e)
+            }
+        }
+    }
+
+    /// Hands one record to the ledger and returns what resolves once it is
+    /// durable (committed, or fsync'd in the spool). The writer commits it
+    /// at once, with every other record waiting then (a group commit).
+    /// When the strict queue is full or the ledger is shut down, the record
+    /// is appended to the spool and fsync'd here.
+    pub fn record_durable(&self, record: UsageRecord) -> DurableAck {
+        let counters = &self.shared.counters;
+        counters.received(record.priced);
+        let pending = PendingRecord::new(record);
+        let (done, ack) = oneshot::channel();
+        let pending = if self.shared.closed.load(Ordering::Acquire) {
+            pending
+        } else {
+            match self.durable.try_send(DurableRecord { pending, done }) {
+                Ok(()) => return DurableAck(DurableState::Waiting(ack)),
+                Err(TrySendError::Full(back) | TrySendError::Closed(back)) => back.pending,
+            }
+        };
+        match self
+            .shared
+            .spool
+            .append(std::slice::from_ref(&pending), true)
+        {
+            Ok(()) => DurableAck(DurableState::Done(true)),
+            Err(e) => {
+                counters.lost(1);
+                tracing::error!(error = %e, request_id = %pending.record.request_id, "usage record lost: strict queue full and spool unwritable");
+                DurableAck(DurableState::Done(false))
             }
         }
     }
@@ -203,6 +274,8 @@ impl Ledger {
 struct Writer {
     settings: LedgerSettings,
     queue: mpsc::Receiver<PendingRecord>,
+    /// Strict records: committed at once, their senders told.
+    durable: mpsc::Receiver<DurableRecord>,
     flush_requests: mpsc::Receiver<oneshot::Sender<FlushReport>>,
     shutdown: watch::Receiver<bool>,
     finished: watch::Sender<bool>,
@@ -242,6 +315,9 @@ impl Writer {
                     self.housekeeping(true).await;
                     let _ = reply.send(self.flush_report());
                 }
+                Some(first) = self.durable.recv() => {
+                    self.commit_durable(first, &mut batch).await;
+                }
                 received = self.queue.recv_many(&mut batch, batch_size), if batch.is_empty() => {
                     if received == 0 {
                         break; // every handle dropped
@@ -257,6 +333,35 @@ impl Writer {
             }
         }
         self.finish(batch).await;
+    }
+
+    /// A group commit: `first` and every strict record waiting now, with the
+    /// ordinary queue's records, written (or spooled) at once; then each
+    /// strict sender learns whether its record is durable.
+    async fn commit_durable(&mut self, first: DurableRecord, batch: &mut Vec<PendingRecord>) {
+        let batch_size = self.settings.batch_size;
+        let mut waiting = vec![first.done];
+        batch.push(first.pending);
+        while batch.len() < batch_size {
+            match self.durable.try_recv() {
+                Ok(next) => {
+                    waiting.push(next.done);
+                    batch.push(next.pending);
+                }
+                Err(_) => break,
+            }
+        }
+        while batch.len() < batch_size {
+            match self.queue.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        self.write_or_spool(batch).await;
+        let durable = batch.is_empty();
+        for done in waiting {
+            let _ = done.send(durable);
+        }
     }
 
     /// Waits up to `flush_interval` for the batch to fill, or until shutdown
@@ -469,6 +574,11 @@ impl Writer {
     /// Shutdown: no more records enter the queue; what is in it goes to the
     /// database if it is up, else to the spool.
     async fn finish(mut self, mut batch: Vec<PendingRecord>) {
+        self.durable.close();
+        while let Some(next) = self.durable.recv().await {
+            self.commit_durable(next, &mut batch).await;
+            self.give_up_if_stuck(&mut batch);
+        }
         self.queue.close();
         while let Some(pending) = self.queue.recv().await {
             batch.push(pending);

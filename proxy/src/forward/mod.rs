@@ -169,8 +169,18 @@ pub async fn forward(
         return Ok(());
     };
     span.record("upstream", answer.target.settings.name.as_str());
-    if let Some(relayed) = relay::relay(services, session, &mut ctx, answer, rctx).await? {
-        settle::settle(services, ctx, relayed, rctx);
+    if let Some(mut relayed) = relay::relay(services, session, &mut ctx, answer, rctx).await? {
+        let tail = relayed.tail.take();
+        let is_sse = relayed.is_sse;
+        let dialect = ctx.dialect;
+        let durable = settle::settle(services, ctx, relayed, rctx);
+        if let Some(tail) = tail {
+            let recorded = match durable {
+                Some(ack) => ack.durable().await,
+                None => true,
+            };
+            relay::end_after_record(session, dialect, tail, is_sse, recorded).await;
+        }
     }
     Ok(())
 }

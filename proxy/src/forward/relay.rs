@@ -17,7 +17,7 @@ use crate::downstream::respond::{response_header, UnknownLength};
 use crate::downstream::watch::{client_event, ClientEvent};
 use crate::downstream::RequestCtx;
 use crate::error::GatewayError;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use sluice_filters::{Control, EndCause};
@@ -48,6 +48,11 @@ pub struct Relayed<'r> {
     pub outcome: RelayOutcome,
     /// When the first body byte went to the client.
     pub first_byte_at: Option<Instant>,
+    /// Whether the answer is an SSE stream.
+    pub is_sse: bool,
+    /// Under strict durability, the end of a completed answer, held back
+    /// until its record is durable ([`end_after_record`] sends it).
+    pub tail: Option<Bytes>,
 }
 
 /// Response headers that describe one hop, not the message.
@@ -117,7 +122,7 @@ pub async fn relay<'r>(
         &mut translator,
         is_sse,
     );
-    let (outcome, first_byte_at) = match target.settings.total_timeout {
+    let (outcome, first_byte_at, tail) = match target.settings.total_timeout {
         None => body.await,
         Some(total) => {
             let left = total.saturating_sub(rctx.started.elapsed());
@@ -128,7 +133,7 @@ pub async fn relay<'r>(
                     let error =
                         AttemptError::new(name, AttemptErrorKind::Timeout(TimeoutPhase::Total));
                     broken_end(ctx.dialect, session, error.into_gateway_error(), is_sse).await;
-                    (RelayOutcome::SourceBroke, None)
+                    (RelayOutcome::SourceBroke, None, None)
                 }
             }
         }
@@ -146,7 +151,28 @@ pub async fn relay<'r>(
         translator,
         outcome,
         first_byte_at,
+        is_sse,
+        tail: tail.filter(|_| completed),
     }))
+}
+
+/// Sends a strict answer's held tail once its record is durable; when the
+/// ledger could take it nowhere, the answer ends in an error instead (an
+/// SSE error event, or a closed connection short of its body), so no
+/// client holds a complete answer the ledger does not.
+pub async fn end_after_record(
+    session: &mut ServerSession,
+    dialect: Dialect,
+    tail: Bytes,
+    is_sse: bool,
+    recorded: bool,
+) {
+    if recorded {
+        let _ = session.write_response_body(tail, true).await;
+    } else {
+        tracing::error!("usage record not durable: ending the answer with an error");
+        broken_end(dialect, session, GatewayError::LedgerUnavailable, is_sse).await;
+    }
 }
 
 /// Returns a finished HTTP exchange's connection to the pool, or closes a
@@ -205,6 +231,9 @@ struct BodyLoop<'a, 's> {
     budget: Option<&'a sluice_filters::SpendHold>,
     is_sse: bool,
     first_byte_at: Option<Instant>,
+    /// Strict durability: what is held back from the client until the
+    /// record is durable (the SSE `[DONE]` and after; a plain body whole).
+    held: Option<BytesMut>,
 }
 
 /// The body loop: reads the source, writes the client, obeys the controls.
@@ -215,7 +244,7 @@ async fn relay_body(
     answer: &mut Answer<'_>,
     translator: &mut ResponseTranslator,
     is_sse: bool,
-) -> (RelayOutcome, Option<Instant>) {
+) -> (RelayOutcome, Option<Instant>, Option<Bytes>) {
     let mut body = BodyLoop {
         services,
         session,
@@ -228,9 +257,10 @@ async fn relay_body(
         prompt_estimate: ctx.prompt_estimate,
         is_sse,
         first_byte_at: None,
+        held: services.accounting.strict().then(BytesMut::new),
     };
     let outcome = body.run().await;
-    (outcome, body.first_byte_at)
+    (outcome, body.first_byte_at, body.held.map(BytesMut::freeze))
 }
 
 impl BodyLoop<'_, '_> {
@@ -316,7 +346,8 @@ impl BodyLoop<'_, '_> {
         if self.first_byte_at.is_none() && !out.is_empty() {
             self.first_byte_at = Some(Instant::now());
         }
-        if self.session.write_response_body(out, false).await.is_err() {
+        let out = self.hold_back(out);
+        if !out.is_empty() && self.session.write_response_body(out, false).await.is_err() {
             return Some(self.client_left());
         }
         let delivered = estimate_tokens(self.translator.delivered_text().len());
@@ -351,11 +382,36 @@ impl BodyLoop<'_, '_> {
         Some(RelayOutcome::Ended(EndCause::Budget))
     }
 
-    /// The source ended: send what the translator still holds.
+    /// Under strict durability, keeps back what must wait for the record
+    /// and returns what may go now: an SSE stream's deltas flow, its
+    /// `data: [DONE]` and whatever follows wait; a plain body waits whole.
+    fn hold_back(&mut self, out: Bytes) -> Bytes {
+        let Some(held) = &mut self.held else {
+            return out;
+        };
+        if !self.is_sse || !held.is_empty() {
+            held.extend_from_slice(&out);
+            return Bytes::new();
+        }
+        match memchr::memmem::find(&out, b"data: [DONE]") {
+            Some(at) => {
+                held.extend_from_slice(&out[at..]);
+                out.slice(..at)
+            }
+            None => out,
+        }
+    }
+
+    /// The source ended: send what the translator still holds (under strict
+    /// durability, hold it with the rest for after the record).
     async fn complete(&mut self) -> RelayOutcome {
         let rest = self.translator.finish();
         if self.first_byte_at.is_none() && !rest.is_empty() {
             self.first_byte_at = Some(Instant::now());
+        }
+        if let Some(held) = &mut self.held {
+            held.extend_from_slice(&rest);
+            return RelayOutcome::Completed;
         }
         if self.session.write_response_body(rest, true).await.is_err() {
             return self.client_left();

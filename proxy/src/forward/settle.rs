@@ -2,16 +2,23 @@
 //! Settles the token quota on the reported usage, writes the one ledger
 //! record (priced; delivered text counted when nothing was reported), and
 //! settles the budget hold to the real cost. Never blocks: the ledger
-//! queues the record.
+//! queues the record; under `ledger.durability: strict` it returns what
+//! resolves once the record is durable, and the forward pipeline sends the
+//! response's held tail only then.
 
 use super::relay::{RelayOutcome, Relayed};
 use super::{ForwardCtx, Services};
 use crate::downstream::RequestCtx;
 use crate::ops::accounting::Finished;
-use sluice_ledger::EndState;
+use sluice_ledger::{DurableAck, EndState};
 
 /// Settles what `relayed` delivered for the request `ctx`.
-pub fn settle(services: &Services, ctx: ForwardCtx<'_>, relayed: Relayed<'_>, rctx: &RequestCtx) {
+pub fn settle(
+    services: &Services,
+    ctx: ForwardCtx<'_>,
+    relayed: Relayed<'_>,
+    rctx: &RequestCtx,
+) -> Option<DurableAck> {
     let ForwardCtx {
         mut caller,
         spend,
@@ -24,7 +31,7 @@ pub fn settle(services: &Services, ctx: ForwardCtx<'_>, relayed: Relayed<'_>, rc
         admission.settle(u.prompt_tokens + u.completion_tokens);
     }
     let key = caller.key.as_deref();
-    let cost = services.accounting.record(Finished {
+    let (cost, durable) = services.accounting.record(Finished {
         time_us: rctx.started_unix_us,
         request_id: rctx.request_id.as_str(),
         tenant: key.map(|k| k.tenant.as_str()),
@@ -50,4 +57,5 @@ pub fn settle(services: &Services, ctx: ForwardCtx<'_>, relayed: Relayed<'_>, rc
     if let Some(spend) = spend {
         spend.reservation.settle(cost.unwrap_or(0));
     }
+    durable
 }

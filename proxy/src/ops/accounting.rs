@@ -11,8 +11,8 @@ use super::Metrics;
 use serde_json::Value;
 use sluice_config::{Config, RawPrice, UpstreamKind};
 use sluice_ledger::{
-    count_tokens, EndState, Ledger, LedgerSettings, PriceBook, PriceOverride, PriceTable, Store,
-    TokenUsage, UsageRecord, UsageSource, UsdPerMillion,
+    count_tokens, DurableAck, EndState, Ledger, LedgerSettings, PriceBook, PriceOverride,
+    PriceTable, Store, TokenUsage, UsageRecord, UsageSource, UsdPerMillion,
 };
 use sluice_providers::Usage;
 use std::sync::Arc;
@@ -69,6 +69,8 @@ pub struct Accounting {
     prices: PriceBook,
     /// Serve models with no price.
     pub allow_unpriced: bool,
+    /// Whether a response waits for its record to be durable.
+    durability: sluice_config::Durability,
     metrics: Arc<Metrics>,
     /// The ledger writer's runtime.
     runtime: tokio::runtime::Runtime,
@@ -193,6 +195,7 @@ impl Accounting {
             store,
             prices,
             allow_unpriced: settings.allow_unpriced,
+            durability: settings.durability,
             metrics,
             runtime,
             control,
@@ -221,8 +224,15 @@ impl Accounting {
         cost.priced.then_some(cost.micros)
     }
 
-    /// Prices and records one request; returns its cost when priced.
-    pub fn record(&self, done: Finished<'_>) -> Option<i64> {
+    /// Whether responses end only once their record is durable
+    /// (`ledger.durability: strict` with a ledger on).
+    pub fn strict(&self) -> bool {
+        self.ledger.is_some() && self.durability == sluice_config::Durability::Strict
+    }
+
+    /// Prices and records one request; returns its cost when priced, and,
+    /// under [`Self::strict`], what resolves once the record is durable.
+    pub fn record(&self, done: Finished<'_>) -> (Option<i64>, Option<DurableAck>) {
         let (usage, source) = match done.reported {
             Some(u) => (
                 TokenUsage {
@@ -262,8 +272,9 @@ impl Accounting {
         } else {
             self.metrics.unpriced.with_label_values(&labels).inc();
         }
+        let priced = cost.priced.then_some(cost.micros);
         let Some(ledger) = &self.ledger else {
-            return cost.priced.then_some(cost.micros);
+            return (priced, None);
         };
         let record = UsageRecord {
             time_us: done.time_us,
@@ -283,11 +294,14 @@ impl Accounting {
             stream: done.stream,
             end_state: done.end_state,
         };
+        if self.strict() {
+            return (priced, Some(ledger.record_durable(record)));
+        }
         if let Err(e) = ledger.record(record) {
             // Only a failing disk gets here: the record is lost, loudly.
             tracing::error!(error = %e, "usage record lost");
         }
-        cost.priced.then_some(cost.micros)
+        (priced, None)
     }
 
     /// Writes what is queued and replays any spool from an earlier run, so

@@ -143,6 +143,12 @@ impl Sluice {
         std::fs::read_to_string(self.dir.0.join("sluice.log")).unwrap_or_default()
     }
 
+    /// SIGKILL: no shutdown, no flush (a crash, an OOM kill).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
