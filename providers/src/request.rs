@@ -54,6 +54,40 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
+/// Deepest nesting of arrays and objects accepted (serde_json's own limit
+/// for typed values; it skips unknown fields without one, so a body nested
+/// 100,000 deep would otherwise pass through to the upstream).
+const MAX_NESTING: usize = 128;
+
+/// Whether `body` nests arrays and objects deeper than `limit`, brackets
+/// inside strings aside. One pass over the bytes.
+fn nested_deeper_than(body: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 fn span_of(body: &[u8], raw: &RawValue) -> Range<usize> {
     // A RawValue borrowed from `body` lies inside it.
     let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
@@ -67,6 +101,11 @@ impl RoutingFields {
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ProviderError::MalformedJson {
                 detail: "expected a JSON object".to_string(),
+            });
+        }
+        if nested_deeper_than(body, MAX_NESTING) {
+            return Err(ProviderError::MalformedJson {
+                detail: format!("the JSON is nested deeper than {MAX_NESTING} levels"),
             });
         }
         let fields: Borrowed<'_> =
@@ -292,5 +331,20 @@ mod tests {
                 expected: "a boolean"
             })
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_but_brackets_in_strings_are_not_nesting() {
+        let deep = format!(
+            r#"{{"model":"m","x":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(matches!(
+            RoutingFields::parse(deep.as_bytes()),
+            Err(ProviderError::MalformedJson { .. })
+        ));
+        let text = format!(r#"{{"model":"m","x":"{}\\\"["}}"#, "[".repeat(500));
+        assert_eq!(RoutingFields::parse(text.as_bytes()).unwrap().model, "m");
     }
 }

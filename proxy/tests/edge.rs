@@ -244,7 +244,7 @@ async fn thousands_of_silent_connections_do_not_starve_normal_clients() {
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
     let sluice = Sluice::start(&config_with(
         &mock.base_url(),
-        "  header_timeout_ms: 3000\n  max_connections: 6000\n  max_connections_per_client: 3000",
+        "  header_timeout_ms: 8000\n  max_connections: 6000\n  max_connections_per_client: 3000",
     ))
     .await;
     // 3,000 connections from 127.0.0.2 that never send a byte.
@@ -252,9 +252,17 @@ async fn thousands_of_silent_connections_do_not_starve_normal_clients() {
     for _ in 0..3_000 {
         silent.push(connect_from("127.0.0.2", sluice.addr).await);
     }
-    // One more from that address is over its cap: answered 503 at once.
+    // Once sluice has accepted them all, one more from that address is over
+    // its cap: answered 503 at once.
+    let base = format!("http://{}", sluice.addr);
+    for _ in 0..200 {
+        if metric(&settled_metrics(&base).await, "sluice_connections_open") >= 3_000.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut over = connect_from("127.0.0.2", sluice.addr).await;
-    let answer = read_to_close(&mut over, Duration::from_secs(2)).await;
+    let answer = read_to_close(&mut over, Duration::from_secs(5)).await;
     let (status, error) = openai_error(&answer);
     assert_eq!(
         (status, error["code"].as_str()),
@@ -290,7 +298,7 @@ async fn thousands_of_silent_connections_do_not_starve_normal_clients() {
     // Past the deadline every silent connection has been answered and closed.
     let mut answered = 0;
     for stream in &mut silent {
-        let answer = read_to_close(stream, Duration::from_secs(10)).await;
+        let answer = read_to_close(stream, Duration::from_secs(20)).await;
         answered += usize::from(answer.starts_with("HTTP/1.1 408"));
     }
     assert_eq!(answered, 3_000);
