@@ -79,6 +79,8 @@ pub enum GatewayError {
         message: String,
         /// The shortest `retry-after` an upstream sent, if any.
         retry_after: Option<Duration>,
+        /// The last upstream tried or skipped (for the ledger record).
+        upstream: Option<String>,
     },
     /// No live stream with this id that the caller may see (another
     /// tenant's stream reads exactly the same).

@@ -250,6 +250,7 @@ pub fn summarise(failures: &[AttemptError], attempts: u32) -> GatewayError {
         code,
         message,
         retry_after: failures.iter().filter_map(|f| f.retry_after).min(),
+        upstream: failures.last().map(|f| f.upstream.clone()),
     }
 }
 

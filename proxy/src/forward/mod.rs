@@ -164,9 +164,14 @@ pub async fn forward(
         stream,
         slot: None,
     };
-    let Some(answer) = attempt::wait_for_answer(services, session, &mut ctx, rctx).await? else {
+    let answer = match attempt::wait_for_answer(services, session, &mut ctx, rctx).await {
+        Ok(Some(answer)) => answer,
         // The client left while waiting: nothing to relay or record.
-        return Ok(());
+        Ok(None) => return Ok(()),
+        Err(error) => {
+            settle::record_failure(services, &ctx, &error, rctx);
+            return Err(error);
+        }
     };
     span.record("upstream", answer.target.settings.name.as_str());
     if let Some(mut relayed) = relay::relay(services, session, &mut ctx, answer, rctx).await? {

@@ -9,8 +9,41 @@
 use super::relay::{RelayOutcome, Relayed};
 use super::{ForwardCtx, Services};
 use crate::downstream::RequestCtx;
+use crate::error::GatewayError;
 use crate::ops::accounting::Finished;
 use sluice_ledger::{DurableAck, EndState};
+
+/// Records a request whose every attempt failed: one ledger record with no
+/// usage and the status the client got, so the ledger holds one record per
+/// forwarded request whatever became of it.
+pub fn record_failure(
+    services: &Services,
+    ctx: &ForwardCtx<'_>,
+    error: &GatewayError,
+    rctx: &RequestCtx,
+) {
+    let GatewayError::AllAttemptsFailed { upstream, .. } = error else {
+        return;
+    };
+    let key = ctx.caller.key.as_deref();
+    let _ = services.accounting.record(Finished {
+        time_us: rctx.started_unix_us,
+        request_id: rctx.request_id.as_str(),
+        tenant: key.map(|k| k.tenant.as_str()),
+        key_id: key.map(|k| k.key_id.as_str()),
+        model: &ctx.fields.model,
+        provider: upstream.as_deref().unwrap_or("-"),
+        upstream_model: &ctx.fields.model,
+        reported: Some(sluice_providers::Usage::default()),
+        request_body: &ctx.body,
+        delivered_text: "",
+        latency_ms: rctx.started.elapsed().as_millis() as u64,
+        ttft_ms: None,
+        status: error.status(),
+        stream: ctx.fields.stream,
+        end_state: EndState::Broken,
+    });
+}
 
 /// Settles what `relayed` delivered for the request `ctx`.
 pub fn settle(
