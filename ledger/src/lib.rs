@@ -18,7 +18,7 @@
 //!   ([`chain`] documents the hashed bytes); [`Store::report`] streams
 //!   grouped usage, and [`export`] writes it as CSV or JSON lines.
 //! - `testing` (cargo feature `testing`): a throwaway PostgreSQL server for
-//!   integration tests.
+//!   integration tests, and databases at an older schema for upgrade tests.
 //!
 //! Nothing here knows about HTTP or pingora.
 

@@ -50,6 +50,7 @@ struct Row_ {
     completion: i64,
     source: String,
     cost: i64,
+    cost_picos: i64,
     priced: bool,
     stream: bool,
     end_state: String,
@@ -68,7 +69,7 @@ async fn rows(url: &str, expected: usize) -> Vec<Row_> {
     assert_eq!(last, expected, "records in the ledger");
     let rows = sqlx::query(
         "SELECT request_id, model, upstream_model, prompt_tokens, completion_tokens, usage_source, \
-         cost_micros, priced, stream, end_state FROM usage_records ORDER BY seq",
+         cost_micros, priced, stream, end_state, cost_picos FROM usage_records ORDER BY seq",
     )
     .fetch_all(store.pool())
     .await
@@ -85,6 +86,7 @@ async fn rows(url: &str, expected: usize) -> Vec<Row_> {
             priced: r.get::<i64, _>(7) != 0,
             stream: r.get::<i64, _>(8) != 0,
             end_state: r.get(9),
+            cost_picos: r.get(10),
         })
         .collect()
 }
@@ -121,6 +123,13 @@ async fn requests_are_recorded_priced_and_counted_in_sqlite() {
     );
     assert_eq!((plain.source.as_str(), plain.completion), ("reported", 5));
     assert!(plain.priced && plain.cost > 0, "gpt-4o-mini is priced");
+    assert_eq!(
+        i128::from(plain.cost),
+        i128::from(sluice_ledger::round_picos_to_micros(
+            plain.cost_picos.into()
+        )),
+        "cost_micros is the exact cost rounded once"
+    );
     assert!(!plain.stream);
     assert_eq!(plain.end_state, "completed");
 
@@ -413,13 +422,13 @@ async fn cli_exports_usage_and_verifies_the_chain() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ledger intact"));
 
-    // Tamper with a stored record: verify finds it and fails.
+    // Tamper with a stored record's exact cost: verify finds it and fails.
     let url = format!(
         "sqlite:{}",
         sluice.dir().join("sluice-data/ledger.db").display()
     );
     let store = Store::open(&url).await.unwrap();
-    sqlx::query("UPDATE usage_records SET cost_micros = cost_micros + 1 WHERE seq = 2")
+    sqlx::query("UPDATE usage_records SET cost_picos = cost_picos + 1 WHERE seq = 2")
         .execute(store.pool())
         .await
         .unwrap();

@@ -17,6 +17,9 @@ use sluice_ledger::{
 };
 use sqlx::Row;
 
+mod upgrade;
+pub use upgrade::scenario_upgrade_from_v1_rows;
+
 /// 2025-03-04T00:00:00Z in unix micros.
 pub const DAY0: i64 = 1_741_046_400_000_000;
 pub const HOUR: i64 = 3_600_000_000;
@@ -55,6 +58,7 @@ pub fn record(n: usize, tenant: Option<&str>, model: &str, time_us: i64) -> Usag
         usage,
         usage_source: UsageSource::Reported,
         cost_micros: cost.micros,
+        cost_picos: cost.picos,
         priced: cost.priced,
         latency_ms: 120,
         ttft_ms: Some(30),
@@ -371,4 +375,25 @@ pub async fn scenario_reports(url: &str, dir: &Path) {
     assert_eq!(first["tenant"], "acme");
     assert_eq!(first["requests"], 2);
     store.close().await;
+}
+
+/// A record of 26 prompt tokens at $0.39 per million: 10.14 µ$, which a
+/// per-record rounding books as 10 µ$.
+pub fn small_record(n: usize, time_us: i64) -> UsageRecord {
+    let prices =
+        PriceTable::from_yaml("models:\n  penny-model: {input: \"0.39\", output: \"0.39\"}\n")
+            .unwrap();
+    let usage = TokenUsage {
+        prompt_tokens: 26,
+        completion_tokens: 0,
+        cached_prompt_tokens: 0,
+    };
+    let cost = prices.cost("penny-model", &usage);
+    UsageRecord {
+        usage,
+        cost_micros: cost.micros,
+        cost_picos: cost.picos,
+        priced: cost.priced,
+        ..record(n, Some("acme"), "penny-model", time_us)
+    }
 }

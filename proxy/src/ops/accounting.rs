@@ -276,6 +276,7 @@ impl Accounting {
             usage,
             usage_source: source,
             cost_micros: cost.micros,
+            cost_picos: cost.picos,
             priced: cost.priced,
             latency_ms: done.latency_ms,
             ttft_ms: done.ttft_ms,
