@@ -135,7 +135,7 @@ mod tests {
             prompt_tokens: 2,
             completion_tokens: 3,
             cached_prompt_tokens: 0,
-            cost_micros: 12,
+            cost_picos: 12_390_000,
             unpriced_requests: 0,
         }
     }
@@ -183,10 +183,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests\n\
-             plain,gpt-4o,1,2,3,0,12,0.000012,0\n\
-             \"a,b\",\"say \"\"hi\"\"\",1,2,3,0,12,0.000012,0\n\
-             ,\"multi\nline\",1,2,3,0,12,0.000012,0\n"
+            "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests,cost_picos\n\
+             plain,gpt-4o,1,2,3,0,12,0.00001239,0,12390000\n\
+             \"a,b\",\"say \"\"hi\"\"\",1,2,3,0,12,0.00001239,0,12390000\n\
+             ,\"multi\nline\",1,2,3,0,12,0.00001239,0,12390000\n"
         );
         // The per-chunk encoder produces the same bytes.
         let encoder = CsvEncoder::new(&query);
@@ -223,6 +223,8 @@ mod tests {
             .collect();
         assert_eq!(lines[0]["tenant"], serde_json::Value::Null);
         assert_eq!(lines[1]["model"], "m2");
-        assert_eq!(lines[1]["cost_usd"], "0.000012");
+        assert_eq!(lines[1]["cost_usd"], "0.00001239");
+        assert_eq!(lines[1]["cost_micros"], 12);
+        assert_eq!(lines[1]["cost_picos"], "12390000");
     }
 }

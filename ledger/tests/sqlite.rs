@@ -209,6 +209,12 @@ async fn bad_settings_and_urls_are_refused() {
 }
 
 #[tokio::test]
+async fn totals_are_exact_over_many_small_records() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario_exact_totals(&url_in(&dir), dir.path()).await;
+}
+
+#[tokio::test]
 async fn a_ledger_from_before_exact_costs_migrates_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     scenario_upgrade_from_v1_rows(&url_in(&dir), dir.path()).await;

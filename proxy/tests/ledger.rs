@@ -327,7 +327,7 @@ async fn usage_reports_group_and_scope_by_tenant() {
         .starts_with("text/csv"));
     let text = csv.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests");
+    assert_eq!(lines[0], "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests,cost_picos");
     assert_eq!(lines.len(), 3, "{text}");
     assert!(
         lines[1].starts_with("acme,mini,2,") && lines[2].starts_with("globex,mini,3,"),
@@ -355,6 +355,18 @@ async fn usage_reports_group_and_scope_by_tenant() {
     assert_eq!(data.len(), 1);
     assert_eq!(data[0]["tenant"], "acme");
     assert_eq!(data[0]["requests"], 2);
+    // Exact: the sum of the tenant's records in pico-dollars, as a string,
+    // and micro-dollars that sum rounded once.
+    let picos: i128 = data[0]["cost_picos"].as_str().unwrap().parse().unwrap();
+    assert!(picos > 0);
+    assert_eq!(
+        data[0]["cost_micros"],
+        sluice_ledger::round_picos_to_micros(picos)
+    );
+    assert_eq!(
+        data[0]["cost_usd"],
+        sluice_ledger::export::format_usd_picos(picos)
+    );
     assert_eq!(
         get(&sluice, "/admin/usage?tenant=globex", Some("sk-acme"))
             .await

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use sluice_ledger::chain::{hash_to_hex, HashVersion, LedgerRow, GENESIS_HASH};
 use sluice_ledger::testing::create_schema_up_to;
-use sluice_ledger::{ChainProblem, Ledger, Store};
+use sluice_ledger::{ChainProblem, GroupKey, Ledger, ReportQuery, Store};
 use sqlx::Row;
 
-use super::{fast_settings, record, small_record, DAY, DAY0};
+use super::{fast_settings, record, rows, small_record, DAY, DAY0};
 
 /// Inserts `count` chained rows into `node_id`'s chain as sluice wrote them
 /// before migration `0003`: the 23 columns of the old schema, each row
@@ -126,6 +126,16 @@ pub async fn scenario_upgrade_from_v1_rows(url: &str, dir: &Path) {
     let report = store.verify().await.unwrap();
     assert!(report.is_intact(), "{:?}", report.breaks);
     assert_eq!(report.chains[0].last_seq, 15);
+
+    // Old and new rows add up exactly.
+    let old_picos: i128 = old_costs.iter().map(|&m| i128::from(m) * 1_000_000).sum();
+    let q = ReportQuery::new(DAY0, DAY0 + 2 * DAY, &[GroupKey::Day]);
+    let by_day: Vec<i128> = rows(&store, &q)
+        .await
+        .iter()
+        .map(|r| r.cost_picos)
+        .collect();
+    assert_eq!(by_day, [old_picos, 5 * 10_140_000]);
 
     // Lowering a version 2 row's exact cost breaks its hash.
     execute(

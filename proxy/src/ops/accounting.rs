@@ -307,8 +307,10 @@ impl Accounting {
     }
 
     /// What each tenant (`GroupKey::Tenant`) or key (`GroupKey::Key`) spent
-    /// since `from_us`, from the ledger; empty when it is unreachable.
-    pub fn spent_since(&self, from_us: i64, by: sluice_ledger::GroupKey) -> Vec<(String, i64)> {
+    /// since `from_us`, from the ledger, in exact pico-dollars (round the
+    /// sum once with `sluice_ledger::round_picos_to_micros`); empty when the
+    /// ledger is unreachable.
+    pub fn spent_since(&self, from_us: i64, by: sluice_ledger::GroupKey) -> Vec<(String, i128)> {
         let Some(store) = &self.store else {
             return Vec::new();
         };
@@ -319,7 +321,7 @@ impl Accounting {
             let mut out = Vec::new();
             while let Some(Ok(row)) = rows.next().await {
                 if let Some(Some(name)) = row.value(by) {
-                    out.push((name.to_string(), row.cost_micros));
+                    out.push((name.to_string(), row.cost_picos));
                 }
             }
             out
