@@ -158,8 +158,16 @@ async fn requests_are_recorded_priced_and_counted_in_sqlite() {
 
     let unpriced = by_id("unpriced-1");
     assert!(!unpriced.priced);
-    assert_eq!(unpriced.cost, 0);
+    assert_eq!((unpriced.cost, unpriced.cost_picos), (0, 0));
     let metrics = common::settled_metrics(&sluice.url("")).await;
+    // The exact counter is the sum of the records' exact costs.
+    let picos: i64 = rows.iter().map(|r| r.cost_picos).sum();
+    assert!(
+        metrics.contains(&format!(
+            r#"sluice_cost_usd_picos_total{{model="mini",provider="mock"}} {picos}"#
+        )),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(r#"sluice_unpriced_requests_total{model="house",provider="mock"} 1"#),
         "{metrics}"

@@ -259,6 +259,10 @@ impl Accounting {
                 .cost_micros
                 .with_label_values(&labels)
                 .inc_by(cost.micros.max(0) as u64);
+            self.metrics
+                .cost_picos
+                .with_label_values(&labels)
+                .inc_by(cost.picos.max(0) as u64);
         } else {
             self.metrics.unpriced.with_label_values(&labels).inc();
         }
