@@ -84,6 +84,7 @@ fn record() -> UsageRecord {
         usage: USAGE,
         usage_source: UsageSource::Reported,
         cost_micros: 427,
+        cost_picos: 427_000_000,
         priced: true,
         latency_ms: 812,
         ttft_ms: Some(143),

@@ -39,6 +39,7 @@ fn record(n: u64) -> UsageRecord {
         },
         usage_source: UsageSource::Reported,
         cost_micros: 6000,
+        cost_picos: 6_000_000_000,
         priced: true,
         latency_ms: 850,
         ttft_ms: Some(120),
@@ -55,8 +56,8 @@ async fn naive_insert(store: &Store, seq: i64, r: &UsageRecord) {
         "INSERT INTO usage_records (node_id, seq, record_id, time_us, request_id, tenant, key_id, \
          model, provider, upstream_model, prompt_tokens, completion_tokens, cached_prompt_tokens, \
          usage_source, cost_micros, priced, latency_ms, ttft_ms, http_status, stream, end_state, \
-         prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-         $15, $16, $17, $18, $19, $20, $21, $22, $23)",
+         prev_hash, hash, cost_picos, hash_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+         $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
     )
     .bind("naive")
     .bind(seq)
@@ -81,6 +82,8 @@ async fn naive_insert(store: &Store, seq: i64, r: &UsageRecord) {
     .bind(r.end_state.as_str())
     .bind("")
     .bind("")
+    .bind(r.cost_picos)
+    .bind(2i64)
     .execute(store.pool())
     .await
     .unwrap_or_else(|e| panic!("naive insert: {e}"));

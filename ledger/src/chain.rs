@@ -8,40 +8,57 @@
 //! chain cannot be seen from the rows alone: compare `last_seq` with the
 //! node's own count if that matters.
 //!
-//! # Canonical encoding, version 1
+//! # Canonical encodings
+//!
+//! Each row is hashed with the encoding version named by its own
+//! `hash_version` column, so rows written before a new version keep
+//! verifying as they were written:
+//!
+//! | version | tag | rows |
+//! | --- | --- | --- |
+//! | 1 | `b"sluice-ledger/v1\n"` | written before costs were kept in pico-dollars (migration `0003` marks them 1) |
+//! | 2 | `b"sluice-ledger/v2\n"` | every row written now ([`HashVersion::CURRENT`]) |
 //!
 //! The bytes hashed are, in this order:
 //!
-//! 1. the tag `b"sluice-ledger/v1\n"` (17 bytes);
+//! 1. the version's tag (17 bytes);
 //! 2. `prev_hash`, 32 raw bytes;
-//! 3. every column below, in this order, each encoded as
+//! 3. every column below that the version covers, in this order, each
+//!    encoded as
 //!    - *int*: 8 bytes, big-endian two's complement `i64`;
 //!    - *text*: 4-byte big-endian byte length, then the UTF-8 bytes;
 //!    - *optional*: one byte `0x00` when NULL, else `0x01` followed by the value.
 //!
-//! | column | encoding |
-//! | --- | --- |
-//! | node_id | text |
-//! | seq | int |
-//! | record_id | text |
-//! | time_us | int |
-//! | request_id | text |
-//! | tenant | optional text |
-//! | key_id | optional text |
-//! | model | text |
-//! | provider | text |
-//! | upstream_model | text |
-//! | prompt_tokens | int |
-//! | completion_tokens | int |
-//! | cached_prompt_tokens | int |
-//! | usage_source | text (`reported` / `counted`) |
-//! | cost_micros | int |
-//! | priced | int (0 / 1) |
-//! | latency_ms | int |
-//! | ttft_ms | optional int |
-//! | http_status | int |
-//! | stream | int (0 / 1) |
-//! | end_state | text (`completed` / `cancelled` / `broken`) |
+//! | column | encoding | versions |
+//! | --- | --- | --- |
+//! | node_id | text | 1, 2 |
+//! | seq | int | 1, 2 |
+//! | record_id | text | 1, 2 |
+//! | time_us | int | 1, 2 |
+//! | request_id | text | 1, 2 |
+//! | tenant | optional text | 1, 2 |
+//! | key_id | optional text | 1, 2 |
+//! | model | text | 1, 2 |
+//! | provider | text | 1, 2 |
+//! | upstream_model | text | 1, 2 |
+//! | prompt_tokens | int | 1, 2 |
+//! | completion_tokens | int | 1, 2 |
+//! | cached_prompt_tokens | int | 1, 2 |
+//! | usage_source | text (`reported` / `counted`) | 1, 2 |
+//! | cost_micros | int | 1, 2 |
+//! | cost_picos | int | 2 |
+//! | priced | int (0 / 1) | 1, 2 |
+//! | latency_ms | int | 1, 2 |
+//! | ttft_ms | optional int | 1, 2 |
+//! | http_status | int | 1, 2 |
+//! | stream | int (0 / 1) | 1, 2 |
+//! | end_state | text (`completed` / `cancelled` / `broken`) | 1, 2 |
+//!
+//! `hash_version` is not itself an encoded column: it picks the tag, so
+//! changing it changes the bytes hashed. A version 1 row's `cost_picos` is
+//! not hashed; migration `0003` derived it as `cost_micros x 1,000,000`
+//! (saturating, [`crate::micros_to_picos`]) and [`crate::Store::verify`]
+//! checks that it still is ([`LedgerRow::unhashed_columns_match`]).
 //!
 //! The values are exactly the stored column values ([`LedgerRow`]), so a
 //! verifier needs nothing but the table. Hashes are stored as 64 lower-case
@@ -49,10 +66,48 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::pricing::micros_to_picos;
 use crate::record::{EndState, UsageRecord, UsageSource};
 
-/// Domain-separation tag and encoding version.
-const TAG: &[u8] = b"sluice-ledger/v1\n";
+/// A canonical encoding version (module docs), stored per row in
+/// `hash_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashVersion {
+    /// Every column but `cost_picos`: rows written before costs were exact.
+    V1,
+    /// Version 1 plus `cost_picos`.
+    V2,
+}
+
+impl HashVersion {
+    /// The version new rows are written with.
+    pub const CURRENT: HashVersion = HashVersion::V2;
+
+    /// The number stored in the `hash_version` column.
+    pub fn number(self) -> i64 {
+        match self {
+            HashVersion::V1 => 1,
+            HashVersion::V2 => 2,
+        }
+    }
+
+    /// Reads a stored `hash_version`; `None` for a version this build does not know.
+    pub fn from_number(number: i64) -> Option<HashVersion> {
+        match number {
+            1 => Some(HashVersion::V1),
+            2 => Some(HashVersion::V2),
+            _ => None,
+        }
+    }
+
+    /// Domain-separation tag, naming the version.
+    fn tag(self) -> &'static [u8] {
+        match self {
+            HashVersion::V1 => b"sluice-ledger/v1\n",
+            HashVersion::V2 => b"sluice-ledger/v2\n",
+        }
+    }
+}
 
 /// A SHA-256 digest.
 pub type Hash = [u8; 32];
@@ -93,6 +148,8 @@ pub struct LedgerRow {
     pub usage_source: UsageSource,
     /// See [`UsageRecord::cost_micros`].
     pub cost_micros: i64,
+    /// See [`UsageRecord::cost_picos`]. Hashed from version 2 on.
+    pub cost_picos: i64,
     /// See [`UsageRecord::priced`].
     pub priced: bool,
     /// Milliseconds (saturated at `i64::MAX`).
@@ -105,6 +162,8 @@ pub struct LedgerRow {
     pub stream: bool,
     /// See [`UsageRecord::end_state`].
     pub end_state: EndState,
+    /// The encoding the row's hash was computed with.
+    pub hash_version: HashVersion,
 }
 
 /// Text as stored: NUL characters (legal in JSON strings, refused by
@@ -123,9 +182,9 @@ fn saturating_i64(value: u64) -> i64 {
 }
 
 impl LedgerRow {
-    /// The row for `record` at position `seq` of `node_id`'s chain. Text
-    /// fields lose NUL characters (replaced by U+FFFD); numbers above
-    /// `i64::MAX` saturate.
+    /// The row for `record` at position `seq` of `node_id`'s chain, hashed
+    /// with [`HashVersion::CURRENT`]. Text fields lose NUL characters
+    /// (replaced by U+FFFD); numbers above `i64::MAX` saturate.
     pub fn new(node_id: &str, seq: i64, record_id: &str, record: &UsageRecord) -> LedgerRow {
         LedgerRow {
             node_id: node_id.to_string(),
@@ -143,19 +202,22 @@ impl LedgerRow {
             cached_prompt_tokens: saturating_i64(record.usage.cached_prompt_tokens),
             usage_source: record.usage_source,
             cost_micros: record.cost_micros,
+            cost_picos: record.cost_picos,
             priced: record.priced,
             latency_ms: saturating_i64(record.latency_ms),
             ttft_ms: record.ttft_ms.map(saturating_i64),
             http_status: i64::from(record.http_status),
             stream: record.stream,
             end_state: record.end_state,
+            hash_version: HashVersion::CURRENT,
         }
     }
 
-    /// The canonical encoding of this row after `prev_hash` (module docs).
+    /// The canonical encoding of this row after `prev_hash`, in the row's
+    /// own [`HashVersion`] (module docs).
     pub fn canonical_bytes(&self, prev_hash: &Hash) -> Vec<u8> {
         let mut out = Encoder(Vec::with_capacity(256));
-        out.0.extend_from_slice(TAG);
+        out.0.extend_from_slice(self.hash_version.tag());
         out.0.extend_from_slice(prev_hash);
         out.text(&self.node_id);
         out.int(self.seq);
@@ -172,6 +234,10 @@ impl LedgerRow {
         out.int(self.cached_prompt_tokens);
         out.text(self.usage_source.as_str());
         out.int(self.cost_micros);
+        match self.hash_version {
+            HashVersion::V1 => {}
+            HashVersion::V2 => out.int(self.cost_picos),
+        }
         out.int(i64::from(self.priced));
         out.int(self.latency_ms);
         out.optional_int(self.ttft_ms);
@@ -184,6 +250,17 @@ impl LedgerRow {
     /// `SHA-256(canonical_bytes(prev_hash))`: the row's own hash.
     pub fn hash(&self, prev_hash: &Hash) -> Hash {
         Sha256::digest(self.canonical_bytes(prev_hash)).into()
+    }
+
+    /// Whether the columns the row's encoding leaves out still hold what
+    /// they were derived as: a version 1 row's `cost_picos` must be
+    /// `cost_micros x 1,000,000`, as migration `0003` wrote it. Always true
+    /// for version 2, which hashes every column.
+    pub fn unhashed_columns_match(&self) -> bool {
+        match self.hash_version {
+            HashVersion::V1 => self.cost_picos == micros_to_picos(self.cost_micros),
+            HashVersion::V2 => true,
+        }
     }
 }
 
@@ -264,6 +341,7 @@ mod tests {
             },
             usage_source: UsageSource::Reported,
             cost_micros: 225,
+            cost_picos: 225_000_000,
             priced: true,
             latency_ms: 150,
             ttft_ms: Some(40),
@@ -273,9 +351,16 @@ mod tests {
         }
     }
 
+    fn v1_row() -> LedgerRow {
+        LedgerRow {
+            hash_version: HashVersion::V1,
+            ..sample_row()
+        }
+    }
+
     #[test]
     fn encoding_layout_is_stable() {
-        let row = sample_row();
+        let row = v1_row();
         let bytes = row.canonical_bytes(&GENESIS_HASH);
         assert_eq!(&bytes[..17], b"sluice-ledger/v1\n");
         assert_eq!(&bytes[17..49], &[0u8; 32]);
@@ -283,16 +368,68 @@ mod tests {
         assert_eq!(&bytes[49..53], &[0, 0, 0, 6]);
         assert_eq!(&bytes[53..59], b"node-a");
         assert_eq!(&bytes[59..67], &1i64.to_be_bytes());
-        // Pinned digest: changing the encoding must be a deliberate, versioned act.
+        // Pinned digests: changing an encoding must be a deliberate, versioned
+        // act. The v1 digest is the one rows written before v2 carry.
         assert_eq!(
             hash_to_hex(&row.hash(&GENESIS_HASH)),
-            PINNED_SAMPLE_HASH,
-            "canonical encoding changed"
+            PINNED_SAMPLE_HASH_V1,
+            "canonical encoding v1 changed"
+        );
+        assert_eq!(
+            hash_to_hex(&sample_row().hash(&GENESIS_HASH)),
+            PINNED_SAMPLE_HASH_V2,
+            "canonical encoding v2 changed"
         );
     }
 
-    const PINNED_SAMPLE_HASH: &str =
+    const PINNED_SAMPLE_HASH_V1: &str =
         "789f7891d1d5522a3317a4ec5fbe96dbac4628a177408cdb71796d3a5a61ca55";
+    const PINNED_SAMPLE_HASH_V2: &str =
+        "cf3a25b0a37ef4bfe449cb25b1fc0df1d16e8a4c0f1fb4e9d01da3d6b34eb42f";
+
+    #[test]
+    fn v2_is_v1_with_its_tag_and_cost_picos_after_cost_micros() {
+        let v1 = v1_row().canonical_bytes(&GENESIS_HASH);
+        let v2 = sample_row().canonical_bytes(&GENESIS_HASH);
+        assert_eq!(sample_row().hash_version, HashVersion::CURRENT);
+        assert_eq!(&v2[..17], b"sluice-ledger/v2\n");
+        // cost_micros is followed by priced (int) ... end_state; everything
+        // after it is 8 + 8 + 1 + 8 + 8 + 8 + (4 + 9) bytes = 54.
+        let tail = 54;
+        let cut = v1.len() - tail;
+        assert_eq!(&v1[cut - 8..cut], &225i64.to_be_bytes(), "cost_micros");
+        assert_eq!(&v2[17..cut], &v1[17..cut]);
+        assert_eq!(&v2[cut..cut + 8], &225_000_000i64.to_be_bytes());
+        assert_eq!(&v2[cut + 8..], &v1[cut..]);
+    }
+
+    #[test]
+    fn version_numbers_round_trip() {
+        for version in [HashVersion::V1, HashVersion::V2] {
+            assert_eq!(HashVersion::from_number(version.number()), Some(version));
+        }
+        assert_eq!(HashVersion::from_number(0), None);
+        assert_eq!(HashVersion::from_number(3), None);
+    }
+
+    #[test]
+    fn v1_rows_leave_cost_picos_to_the_derivation_check() {
+        let row = v1_row();
+        assert!(row.unhashed_columns_match());
+        let edited = LedgerRow {
+            cost_picos: row.cost_picos - 1,
+            ..row.clone()
+        };
+        assert_eq!(edited.hash(&GENESIS_HASH), row.hash(&GENESIS_HASH));
+        assert!(!edited.unhashed_columns_match());
+        // A v2 row hashes it instead.
+        let v2 = LedgerRow {
+            cost_picos: 1,
+            ..sample_row()
+        };
+        assert!(v2.unhashed_columns_match());
+        assert_ne!(v2.hash(&GENESIS_HASH), sample_row().hash(&GENESIS_HASH));
+    }
 
     #[test]
     fn every_column_and_the_link_change_the_hash() {
@@ -317,6 +454,8 @@ mod tests {
             |r| r.cached_prompt_tokens += 1,
             |r| r.usage_source = UsageSource::Counted,
             |r| r.cost_micros += 1,
+            |r| r.cost_picos += 1,
+            |r| r.hash_version = HashVersion::V1,
             |r| r.priced = false,
             |r| r.latency_ms += 1,
             |r| r.ttft_ms = None,

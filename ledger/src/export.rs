@@ -11,18 +11,30 @@ use std::io::Write;
 
 use futures_util::{Stream, StreamExt};
 
+use crate::pricing::PICOS_PER_MICRO;
 use crate::report::{ReportQuery, ReportRow};
 use crate::LedgerError;
 
 /// Micro-dollars as an exact USD decimal with six places: `1500001` ->
 /// `"1.500001"`, `-5` -> `"-0.000005"`.
 pub fn format_usd(micros: i64) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
-    let magnitude = micros.unsigned_abs();
+    format_usd_picos(i128::from(micros) * i128::from(PICOS_PER_MICRO))
+}
+
+/// Pico-dollars as an exact USD decimal: six places as [`format_usd`] writes
+/// them, and up to twelve for fractions of a micro-dollar, with trailing
+/// zeros past the sixth trimmed: `10_140_000` -> `"0.00001014"`,
+/// `1_500_001_000_000` -> `"1.500001"`, `0` -> `"0.000000"`.
+pub fn format_usd_picos(picos: i128) -> String {
+    const PICOS_PER_USD: u128 = 1_000_000_000_000;
+    let sign = if picos < 0 { "-" } else { "" };
+    let magnitude = picos.unsigned_abs();
+    let fraction = format!("{:012}", magnitude % PICOS_PER_USD);
+    let places = fraction.trim_end_matches('0').len().max(6);
     format!(
-        "{sign}{}.{:06}",
-        magnitude / 1_000_000,
-        magnitude % 1_000_000
+        "{sign}{}.{}",
+        magnitude / PICOS_PER_USD,
+        &fraction[..places]
     )
 }
 
@@ -123,7 +135,7 @@ mod tests {
             prompt_tokens: 2,
             completion_tokens: 3,
             cached_prompt_tokens: 0,
-            cost_micros: 12,
+            cost_picos: 12_390_000,
             unpriced_requests: 0,
         }
     }
@@ -134,6 +146,25 @@ mod tests {
         assert_eq!(format_usd(1_500_001), "1.500001");
         assert_eq!(format_usd(-5), "-0.000005");
         assert_eq!(format_usd(i64::MIN), "-9223372036854.775808");
+    }
+
+    #[test]
+    fn usd_from_picos_keeps_every_digit() {
+        assert_eq!(format_usd_picos(0), "0.000000");
+        assert_eq!(format_usd_picos(10_140_000), "0.00001014");
+        assert_eq!(format_usd_picos(10_140_000_000), "0.010140");
+        assert_eq!(format_usd_picos(1_500_001_000_000), "1.500001");
+        assert_eq!(format_usd_picos(1), "0.000000000001");
+        assert_eq!(format_usd_picos(-390_000), "-0.00000039");
+        assert_eq!(format_usd_picos(12_000_000_000_010), "12.00000000001");
+        assert_eq!(
+            format_usd_picos(i128::MAX),
+            "170141183460469231731687303.715884105727"
+        );
+        assert_eq!(
+            format_usd_picos(i128::MIN),
+            "-170141183460469231731687303.715884105728"
+        );
     }
 
     #[tokio::test]
@@ -152,10 +183,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests\n\
-             plain,gpt-4o,1,2,3,0,12,0.000012,0\n\
-             \"a,b\",\"say \"\"hi\"\"\",1,2,3,0,12,0.000012,0\n\
-             ,\"multi\nline\",1,2,3,0,12,0.000012,0\n"
+            "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests,cost_picos\n\
+             plain,gpt-4o,1,2,3,0,12,0.00001239,0,12390000\n\
+             \"a,b\",\"say \"\"hi\"\"\",1,2,3,0,12,0.00001239,0,12390000\n\
+             ,\"multi\nline\",1,2,3,0,12,0.00001239,0,12390000\n"
         );
         // The per-chunk encoder produces the same bytes.
         let encoder = CsvEncoder::new(&query);
@@ -192,6 +223,8 @@ mod tests {
             .collect();
         assert_eq!(lines[0]["tenant"], serde_json::Value::Null);
         assert_eq!(lines[1]["model"], "m2");
-        assert_eq!(lines[1]["cost_usd"], "0.000012");
+        assert_eq!(lines[1]["cost_usd"], "0.00001239");
+        assert_eq!(lines[1]["cost_micros"], 12);
+        assert_eq!(lines[1]["cost_picos"], "12390000");
     }
 }

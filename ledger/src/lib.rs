@@ -9,7 +9,8 @@
 //!   can and cannot be lost.
 //! - [`UsageRecord`] (`record.rs`): what one request cost.
 //! - [`PriceTable`] (`pricing.rs`): prices from `data/prices.yaml` plus
-//!   overrides, [`cost_micros`] in integer micro-dollars.
+//!   overrides; a request's exact cost in integer pico-dollars
+//!   ([`cost_picos`]) and rounded once to micro-dollars ([`cost_micros`]).
 //! - [`count_tokens`] (`tokens.rs`): tiktoken counts when a provider reports
 //!   no usage.
 //! - [`Store`] (`store/`): SQLite or PostgreSQL through sqlx, the same
@@ -17,7 +18,7 @@
 //!   ([`chain`] documents the hashed bytes); [`Store::report`] streams
 //!   grouped usage, and [`export`] writes it as CSV or JSON lines.
 //! - `testing` (cargo feature `testing`): a throwaway PostgreSQL server for
-//!   integration tests.
+//!   integration tests, and databases at an older schema for upgrade tests.
 //!
 //! Nothing here knows about HTTP or pingora.
 
@@ -41,7 +42,10 @@ mod writer;
 pub use access_store::{StoredKey, StoredTenant};
 pub use counters::{HistogramSnapshot, LedgerCounters, LedgerStats, WRITE_LATENCY_BUCKETS};
 pub use error::LedgerError;
-pub use pricing::{cost_micros, Cost, Price, PriceBook, PriceOverride, PriceTable, UsdPerMillion};
+pub use pricing::{
+    cost_micros, cost_picos, micros_to_picos, round_picos_to_micros, Cost, Price, PriceBook,
+    PriceOverride, PriceTable, UsdPerMillion, PICOS_PER_MICRO,
+};
 pub use record::{unix_micros_now, EndState, TokenUsage, UsageRecord, UsageSource};
 pub use report::{GroupKey, ReportQuery, ReportRow, METRIC_COLUMNS};
 pub use settings::{sqlite_url, Backend, LedgerSettings};

@@ -6,7 +6,11 @@
 //! tables on top of the global one.
 //!
 //! Money is never a float: prices are held as micro-dollars per million
-//! tokens ([`UsdPerMillion`]), costs as micro-dollars (`i64`).
+//! tokens ([`UsdPerMillion`]), which is exactly pico-dollars (1e-12 USD) per
+//! token, so a request's cost is an exact integer number of pico-dollars
+//! ([`cost_picos`]). Its micro-dollar value ([`cost_micros`]) is that,
+//! rounded half up once; sums are taken in pico-dollars and rounded once at
+//! the end ([`round_picos_to_micros`]), so they never drift.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,8 +23,9 @@ use crate::LedgerError;
 /// The default table, shipped in the repository and compiled in.
 const EMBEDDED_PRICES: &str = include_str!("../data/prices.yaml");
 
-/// Micro-dollars in one dollar, and tokens in one "per million" unit.
-const MILLION: i128 = 1_000_000;
+/// Pico-dollars in one micro-dollar (and micro-dollars in one dollar, and
+/// tokens in one "per million" unit).
+pub const PICOS_PER_MICRO: i64 = 1_000_000;
 
 /// A price in USD per million tokens, held exactly as an integer number of
 /// micro-dollars per million tokens (so `"2.50"` is `2_500_000`). Prices with
@@ -170,8 +175,10 @@ pub struct PriceOverride {
 /// What a request cost, or that nobody knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cost {
-    /// Micro-dollars; 0 when `priced` is false.
+    /// Micro-dollars, [`Cost::picos`] rounded half up; 0 when `priced` is false.
     pub micros: i64,
+    /// Pico-dollars (1e-12 USD), exact ([`cost_picos`]); 0 when `priced` is false.
+    pub picos: i64,
     /// Whether a price was found for the model.
     pub priced: bool,
 }
@@ -269,16 +276,19 @@ impl PriceTable {
         strip_version_suffix(unprefixed).and_then(|base| self.models.get(base))
     }
 
-    /// Prices `usage` for `model`: [`cost_micros`] with the price from
-    /// [`PriceTable::lookup`], or `{micros: 0, priced: false}` when unknown.
+    /// Prices `usage` for `model`: [`cost_picos`] and [`cost_micros`] with
+    /// the price from [`PriceTable::lookup`], or `{micros: 0, picos: 0,
+    /// priced: false}` when unknown.
     pub fn cost(&self, model: &str, usage: &TokenUsage) -> Cost {
         match self.lookup(model) {
             Some(price) => Cost {
                 micros: cost_micros(price, usage),
+                picos: cost_picos(price, usage),
                 priced: true,
             },
             None => Cost {
                 micros: 0,
+                picos: 0,
                 priced: false,
             },
         }
@@ -344,23 +354,52 @@ impl PriceBook {
     }
 }
 
-/// The cost of `usage` at `price`, in micro-dollars.
+/// The exact cost of `usage` at `price`, in pico-dollars (1e-12 USD).
 ///
 /// `cached = min(cached_prompt_tokens, prompt_tokens)`; the uncached rest of
 /// the prompt is billed at `input`, the cached part at `cached_input`, the
-/// completion at `output`. The three products are summed exactly in `i128`
-/// pico-dollars (price in micro-dollars per million tokens x tokens), then
-/// divided by 1,000,000 once, rounding half up (0.5 micro-dollar rounds to 1).
-/// Rounding happens once per request, never per component. Saturates at
-/// `i64::MAX` (about 9.2 trillion dollars).
+/// completion at `output`. A price in micro-dollars per million tokens is a
+/// price in pico-dollars per token, so each product is exact; they are
+/// summed in `i128`. Saturates at `i64::MAX` (about 9.2 million dollars, far
+/// above any one request).
+pub fn cost_picos(price: &Price, usage: &TokenUsage) -> i64 {
+    i64::try_from(exact_picos(price, usage)).unwrap_or(i64::MAX)
+}
+
+/// The cost of `usage` at `price`, in micro-dollars: [`cost_picos`] (before
+/// saturation) rounded half up once (0.5 micro-dollar rounds to 1), never per
+/// component. Saturates at `i64::MAX` (about 9.2 trillion dollars). For
+/// display and budgets; anything that sums costs sums pico-dollars.
 pub fn cost_micros(price: &Price, usage: &TokenUsage) -> i64 {
+    round_picos_to_micros(exact_picos(price, usage))
+}
+
+/// Pico-dollars to micro-dollars, rounding half up (towards +infinity on a
+/// tie, for negative amounts too): the one rounding of a cost or of a sum of
+/// costs. Saturates at the `i64` bounds.
+pub fn round_picos_to_micros(picos: i128) -> i64 {
+    let million = i128::from(PICOS_PER_MICRO);
+    let micros = picos.saturating_add(million / 2).div_euclid(million);
+    i64::try_from(micros).unwrap_or(if micros < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The pico-dollars of a cost known only in whole micro-dollars (records
+/// written before costs were kept exact), saturating at the `i64` bounds.
+/// Migration `0003` backfills `cost_picos` with the same rule.
+pub fn micros_to_picos(micros: i64) -> i64 {
+    micros.saturating_mul(PICOS_PER_MICRO)
+}
+
+fn exact_picos(price: &Price, usage: &TokenUsage) -> i128 {
     let cached = usage.cached_prompt_tokens.min(usage.prompt_tokens);
     let uncached = usage.prompt_tokens - cached;
-    let pico = i128::from(uncached) * i128::from(price.input.micros())
-        + i128::from(cached) * i128::from(price.cached_input.micros())
-        + i128::from(usage.completion_tokens) * i128::from(price.output.micros());
-    let micros = (pico + MILLION / 2).div_euclid(MILLION);
-    i64::try_from(micros).unwrap_or(i64::MAX)
+    // Saturating: u64::MAX tokens at i64::MAX prices, three times over,
+    // would pass i128::MAX.
+    let part =
+        |tokens: u64, price: UsdPerMillion| i128::from(tokens).saturating_mul(price.0.into());
+    part(uncached, price.input)
+        .saturating_add(part(cached, price.cached_input))
+        .saturating_add(part(usage.completion_tokens, price.output))
 }
 
 /// Removes one trailing version or date suffix, if there is one (see
@@ -489,6 +528,53 @@ mod tests {
     fn cost_saturates_instead_of_overflowing() {
         let p = price("1000000", "1000000", "1000000");
         assert_eq!(cost_micros(&p, &usage(u64::MAX, 0, u64::MAX)), i64::MAX);
+        assert_eq!(cost_picos(&p, &usage(u64::MAX, 0, u64::MAX)), i64::MAX);
+        let dearest = Price {
+            input: UsdPerMillion::from_micros(i64::MAX),
+            cached_input: UsdPerMillion::from_micros(i64::MAX),
+            output: UsdPerMillion::from_micros(i64::MAX),
+            as_of: None,
+        };
+        let most = usage(u64::MAX, u64::MAX / 2, u64::MAX);
+        assert_eq!(cost_micros(&dearest, &most), i64::MAX);
+    }
+
+    #[test]
+    fn picos_are_exact_and_micros_their_rounding() {
+        // $0.39 per million = 390,000 pico-dollars per token.
+        let p = price("0.39", "0.39", "0.39");
+        assert_eq!(cost_picos(&p, &usage(26, 0, 0)), 10_140_000);
+        assert_eq!(cost_micros(&p, &usage(26, 0, 0)), 10);
+        let p = price("2.50", "1.25", "10.00");
+        let u = usage(2001, 1000, 501);
+        assert_eq!(
+            cost_picos(&p, &u),
+            2_502_500_000 + 1_250_000_000 + 5_010_000_000
+        );
+        assert_eq!(
+            cost_micros(&p, &u),
+            round_picos_to_micros(cost_picos(&p, &u).into())
+        );
+        let table =
+            PriceTable::from_yaml("models:\n  m: {input: \"0.39\", output: \"1\"}\n").unwrap();
+        let cost = table.cost("m", &usage(26, 0, 1));
+        assert_eq!((cost.picos, cost.micros), (11_140_000, 11));
+    }
+
+    #[test]
+    fn rounding_picos_to_micros_is_half_up() {
+        assert_eq!(round_picos_to_micros(0), 0);
+        assert_eq!(round_picos_to_micros(499_999), 0);
+        assert_eq!(round_picos_to_micros(500_000), 1);
+        assert_eq!(round_picos_to_micros(1_499_999), 1);
+        assert_eq!(round_picos_to_micros(10_140_000_000), 10_140);
+        assert_eq!(round_picos_to_micros(-500_000), 0);
+        assert_eq!(round_picos_to_micros(-500_001), -1);
+        assert_eq!(round_picos_to_micros(i128::MAX), i64::MAX);
+        assert_eq!(round_picos_to_micros(i128::MIN), i64::MIN);
+        assert_eq!(micros_to_picos(10), 10_000_000);
+        assert_eq!(micros_to_picos(i64::MAX / 1000), i64::MAX);
+        assert_eq!(micros_to_picos(i64::MIN / 1000), i64::MIN);
     }
 
     #[test]
@@ -550,6 +636,7 @@ mod tests {
             cost,
             Cost {
                 micros: 0,
+                picos: 0,
                 priced: false
             }
         );

@@ -28,9 +28,14 @@ pub struct UsageRecord {
     pub usage: TokenUsage,
     /// Whether the counts come from the provider or were counted by sluice.
     pub usage_source: UsageSource,
-    /// The cost in micro-dollars (1 USD = 1_000_000), from
-    /// [`crate::PriceTable::cost`]. Zero when `priced` is false.
+    /// The cost in micro-dollars (1 USD = 1_000_000): `cost_picos` rounded
+    /// half up once, from [`crate::PriceTable::cost`], for display and
+    /// budgets. Zero when `priced` is false.
     pub cost_micros: i64,
+    /// The exact cost in pico-dollars (1 USD = 10^12), from
+    /// [`crate::PriceTable::cost`]: what reports and totals sum. Zero when
+    /// `priced` is false.
+    pub cost_picos: i64,
     /// Whether a price was known for the model. An unpriced record is never
     /// a silent $0: reports count unpriced requests separately.
     pub priced: bool,

@@ -5,6 +5,11 @@
 //! write them with [`crate::export`]. Columns always come in the same
 //! order: grouped columns in [`GroupKey::ALL`] order, then the metric columns
 //! ([`METRIC_COLUMNS`]).
+//!
+//! Costs are exact: the database sums each record's `cost_picos` (as whole
+//! micro-dollars and remainders, so neither sum can overflow `BIGINT` before
+//! the totals pass about 9 trillion dollars and 9 trillion records), the
+//! two are joined in `i128`, and the total is rounded to micro-dollars once.
 
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
@@ -12,7 +17,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::export::format_usd;
+use crate::export::format_usd_picos;
+use crate::pricing::{round_picos_to_micros, PICOS_PER_MICRO};
 use crate::store::Store;
 use crate::LedgerError;
 
@@ -92,7 +98,9 @@ impl GroupKey {
 }
 
 /// The metric columns of every report row, after the grouped columns.
-pub const METRIC_COLUMNS: [&str; 7] = [
+/// `cost_picos` came last, after the columns that were there before it, so
+/// readers that go by position still find those where they were.
+pub const METRIC_COLUMNS: [&str; 8] = [
     "requests",
     "prompt_tokens",
     "completion_tokens",
@@ -100,6 +108,7 @@ pub const METRIC_COLUMNS: [&str; 7] = [
     "cost_micros",
     "cost_usd",
     "unpriced_requests",
+    "cost_picos",
 ];
 
 /// A report: a time range `[from_us, to_us)`, the columns to group by and
@@ -173,8 +182,11 @@ impl ReportQuery {
                 "CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT)",
                 "CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT)",
                 "CAST(COALESCE(SUM(cached_prompt_tokens), 0) AS BIGINT)",
-                "CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT)",
                 "CAST(COALESCE(SUM(1 - priced), 0) AS BIGINT)",
+                // Both backends truncate `/` and `%` towards zero, so for
+                // every row (picos / 10^6) * 10^6 + picos % 10^6 = picos.
+                "CAST(COALESCE(SUM(cost_picos / 1000000), 0) AS BIGINT)",
+                "CAST(COALESCE(SUM(cost_picos % 1000000), 0) AS BIGINT)",
             ]
             .map(String::from),
         );
@@ -215,14 +227,17 @@ impl ReportQuery {
             group.push((*key, value));
         }
         let base = self.group_by.len();
+        let whole_micros: i64 = row.try_get(base + 5)?;
+        let remainder_picos: i64 = row.try_get(base + 6)?;
         Ok(ReportRow {
             group,
             requests: row.try_get(base)?,
             prompt_tokens: row.try_get(base + 1)?,
             completion_tokens: row.try_get(base + 2)?,
             cached_prompt_tokens: row.try_get(base + 3)?,
-            cost_micros: row.try_get(base + 4)?,
-            unpriced_requests: row.try_get(base + 5)?,
+            cost_picos: i128::from(whole_micros) * i128::from(PICOS_PER_MICRO)
+                + i128::from(remainder_picos),
+            unpriced_requests: row.try_get(base + 4)?,
         })
     }
 }
@@ -241,8 +256,9 @@ pub struct ReportRow {
     pub completion_tokens: i64,
     /// Cached prompt tokens.
     pub cached_prompt_tokens: i64,
-    /// Cost of the priced requests, in micro-dollars.
-    pub cost_micros: i64,
+    /// Exact cost of the priced requests, in pico-dollars (1e-12 USD): the
+    /// sum of every record's `cost_picos`.
+    pub cost_picos: i128,
     /// Requests without a known price (not included in the cost).
     pub unpriced_requests: i64,
 }
@@ -256,23 +272,39 @@ impl ReportRow {
             .map(|(_, v)| v.as_deref())
     }
 
+    /// The cost in micro-dollars: [`ReportRow::cost_picos`] rounded half up
+    /// once, so it is within half a micro-dollar of the exact total however
+    /// many records it sums.
+    pub fn cost_micros(&self) -> i64 {
+        round_picos_to_micros(self.cost_picos)
+    }
+
+    /// The exact cost in USD as a decimal string (six to twelve places,
+    /// [`format_usd_picos`]).
+    pub fn cost_usd(&self) -> String {
+        format_usd_picos(self.cost_picos)
+    }
+
     /// The metric values as text, in [`METRIC_COLUMNS`] order.
-    pub fn metric_fields(&self) -> [String; 7] {
+    pub fn metric_fields(&self) -> [String; 8] {
         [
             self.requests.to_string(),
             self.prompt_tokens.to_string(),
             self.completion_tokens.to_string(),
             self.cached_prompt_tokens.to_string(),
-            self.cost_micros.to_string(),
-            format_usd(self.cost_micros),
+            self.cost_micros().to_string(),
+            self.cost_usd(),
             self.unpriced_requests.to_string(),
+            self.cost_picos.to_string(),
         ]
     }
 }
 
 impl Serialize for ReportRow {
     /// A JSON object with the columns in output order; NULL group values are
-    /// `null`, `cost_usd` an exact decimal string.
+    /// `null`, `cost_usd` an exact decimal string, and `cost_picos` a string
+    /// of digits: it passes 2^53 (beyond which JSON readers that hold numbers
+    /// as doubles lose digits) at about $9,007.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.group.len() + METRIC_COLUMNS.len()))?;
         for (key, value) in &self.group {
@@ -282,9 +314,10 @@ impl Serialize for ReportRow {
         map.serialize_entry("prompt_tokens", &self.prompt_tokens)?;
         map.serialize_entry("completion_tokens", &self.completion_tokens)?;
         map.serialize_entry("cached_prompt_tokens", &self.cached_prompt_tokens)?;
-        map.serialize_entry("cost_micros", &self.cost_micros)?;
-        map.serialize_entry("cost_usd", &format_usd(self.cost_micros))?;
+        map.serialize_entry("cost_micros", &self.cost_micros())?;
+        map.serialize_entry("cost_usd", &self.cost_usd())?;
         map.serialize_entry("unpriced_requests", &self.unpriced_requests)?;
+        map.serialize_entry("cost_picos", &self.cost_picos.to_string())?;
         map.end()
     }
 }
@@ -409,7 +442,8 @@ mod tests {
                 "cached_prompt_tokens",
                 "cost_micros",
                 "cost_usd",
-                "unpriced_requests"
+                "unpriced_requests",
+                "cost_picos"
             ]
         );
         for key in GroupKey::ALL {
@@ -417,6 +451,30 @@ mod tests {
         }
         assert_eq!(GroupKey::parse("key"), Some(GroupKey::Key));
         assert_eq!(GroupKey::parse("region"), None);
+    }
+
+    #[test]
+    fn costs_round_once_from_exact_picos() {
+        let row = |cost_picos| ReportRow {
+            group: Vec::new(),
+            requests: 1,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cached_prompt_tokens: 0,
+            cost_picos,
+            unpriced_requests: 0,
+        };
+        // 1000 records of 10.14 µ$ each.
+        let total = row(10_140_000_000);
+        assert_eq!(total.cost_micros(), 10_140);
+        assert_eq!(total.cost_usd(), "0.010140");
+        assert_eq!(row(10_500_000).cost_micros(), 11, "half up");
+        assert_eq!(row(10_499_999).cost_usd(), "0.000010499999");
+        // Beyond i64 pico-dollars (about $9.2M) the total stays exact.
+        let huge = row(3 * i128::from(i64::MAX));
+        assert_eq!(huge.cost_usd(), "27670116.110564327421");
+        assert_eq!(huge.cost_micros(), 27_670_116_110_564);
+        assert_eq!(huge.metric_fields()[7], "27670116110564327421");
     }
 
     #[test]
@@ -441,12 +499,12 @@ mod tests {
             prompt_tokens: 10,
             completion_tokens: 5,
             cached_prompt_tokens: 0,
-            cost_micros: 1_500_001,
+            cost_picos: 1_500_001_390_000,
             unpriced_requests: 1,
         };
         assert_eq!(
             serde_json::to_string(&row).unwrap(),
-            r#"{"tenant":null,"model":"gpt-4o","requests":2,"prompt_tokens":10,"completion_tokens":5,"cached_prompt_tokens":0,"cost_micros":1500001,"cost_usd":"1.500001","unpriced_requests":1}"#
+            r#"{"tenant":null,"model":"gpt-4o","requests":2,"prompt_tokens":10,"completion_tokens":5,"cached_prompt_tokens":0,"cost_micros":1500001,"cost_usd":"1.50000139","unpriced_requests":1,"cost_picos":"1500001390000"}"#
         );
         assert_eq!(row.value(GroupKey::Model), Some(Some("gpt-4o")));
         assert_eq!(row.value(GroupKey::Tenant), Some(None));

@@ -1,7 +1,10 @@
 //! The spool: records waiting on disk for the database.
 //!
 //! A directory of append-only segment files, `segment-<20-digit index>.jsonl`,
-//! one JSON line per record: `{"v":1,"record_id":"…","record":{…}}`.
+//! one JSON line per record: `{"v":2,"record_id":"…","record":{…}}`. Lines
+//! of version 1 (written before records carried `cost_picos`) are still
+//! read, their `cost_picos` derived from `cost_micros` as migration `0003`
+//! derives it for stored rows.
 //! Records are appended to the *active* segment (the writer's failed batches
 //! fsync'd per batch; the request path's overflow written at once and
 //! fsync'd by the writer on its next tick). Replay first *seals* the active
@@ -22,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde::{Deserialize, Serialize};
 
 use crate::counters::LedgerCounters;
+use crate::pricing::micros_to_picos;
 use crate::record::UsageRecord;
 use crate::LedgerError;
 
@@ -29,8 +33,12 @@ use crate::LedgerError;
 /// than about this much into memory at once.
 const SEGMENT_MAX_BYTES: u64 = 16 << 20;
 
-/// Spool format version written in every line.
-const LINE_VERSION: u32 = 1;
+/// Spool format version written in every line: 2 since records carry
+/// `cost_picos`.
+const LINE_VERSION: u32 = 2;
+
+/// The version of lines whose records have no `cost_picos`.
+const LINE_VERSION_WITHOUT_PICOS: u32 = 1;
 
 /// A record on its way to the database, with the id that makes writing it
 /// idempotent.
@@ -245,7 +253,7 @@ impl Spool {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_slice::<SpoolLine>(&line) {
+            match parse_line(&line) {
                 Ok(parsed) if parsed.v == LINE_VERSION => contents.records.push(parsed.pending),
                 Ok(parsed) => {
                     tracing::error!(path = %path.display(), version = parsed.v, "spool line of unknown version");
@@ -283,6 +291,37 @@ impl Spool {
     pub(crate) fn has_pending(&self) -> bool {
         self.counters.spool_pending_records() > 0
     }
+}
+
+/// Reads one spool line, upgrading a version 1 line to the current
+/// version. A line of any other version is returned as read.
+fn parse_line(line: &[u8]) -> Result<SpoolLine, serde_json::Error> {
+    let error = match serde_json::from_slice::<SpoolLine>(line) {
+        Ok(parsed) => return Ok(parsed),
+        Err(e) => e,
+    };
+    // Only a version 1 line (no `cost_picos`) takes this slower path.
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(line) else {
+        return Err(error);
+    };
+    let v1 = value.get("v").and_then(serde_json::Value::as_u64)
+        == Some(u64::from(LINE_VERSION_WITHOUT_PICOS));
+    let record = value
+        .get_mut("record")
+        .and_then(serde_json::Value::as_object_mut);
+    let (true, Some(record)) = (v1, record) else {
+        return Err(error);
+    };
+    let Some(micros) = record
+        .get("cost_micros")
+        .and_then(serde_json::Value::as_i64)
+    else {
+        return Err(error);
+    };
+    record.insert("cost_picos".into(), micros_to_picos(micros).into());
+    let mut parsed: SpoolLine = serde_json::from_value(value)?;
+    parsed.v = LINE_VERSION;
+    Ok(parsed)
 }
 
 /// `(index, path)` of every segment file in `dir`, by index.
@@ -328,6 +367,7 @@ mod tests {
             usage: TokenUsage::default(),
             usage_source: UsageSource::Counted,
             cost_micros: 0,
+            cost_picos: 0,
             priced: false,
             latency_ms: 1,
             ttft_ms: None,
@@ -381,6 +421,36 @@ mod tests {
         assert_eq!(all.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1]);
         // Only the leftover is sealed; segment 1 is active.
         assert_eq!(spool.sealed_segments().unwrap(), vec![all[0].1.clone()]);
+    }
+
+    #[test]
+    fn version_1_lines_replay_with_cost_picos_derived() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment-00000000000000000000.jsonl");
+        // A line as sluice wrote it before records carried cost_picos.
+        let v1 = r#"{"v":1,"record_id":"r-1","record":{"time_us":1,"request_id":"req-1","tenant":null,"key_id":null,"model":"m","provider":"p","upstream_model":"m","usage":{"prompt_tokens":26,"completion_tokens":0,"cached_prompt_tokens":0},"usage_source":"reported","cost_micros":10,"priced":true,"latency_ms":1,"ttft_ms":null,"http_status":200,"stream":false,"end_state":"completed"}}"#;
+        // A version this build does not know, and a v1 line missing its cost.
+        let v9 = v1.replace(r#""v":1"#, r#""v":9"#);
+        let no_cost = v1.replace(r#""cost_micros":10,"#, "");
+        std::fs::write(&path, format!("{v1}\n{v9}\n{no_cost}\n")).unwrap();
+        let contents = Spool::read_segment(&path).unwrap();
+        assert_eq!(contents.bad_lines, 2);
+        let [pending] = contents.records.as_slice() else {
+            panic!("{:?}", contents.records)
+        };
+        assert_eq!(pending.record_id, "r-1");
+        assert_eq!(
+            (pending.record.cost_micros, pending.record.cost_picos),
+            (10, 10_000_000)
+        );
+        // What is written now is version 2 and reads back as written.
+        let line = SpoolLine {
+            v: LINE_VERSION,
+            pending: pending.clone(),
+        };
+        let text = serde_json::to_vec(&line).unwrap();
+        assert!(text.starts_with(br#"{"v":2,"#));
+        assert_eq!(parse_line(&text).unwrap().pending, *pending);
     }
 
     #[test]

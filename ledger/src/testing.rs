@@ -23,6 +23,9 @@
 //! The server trades durability for speed (`fsync=off`): data survives
 //! [`PostgresServer::stop`] / [`PostgresServer::start_again`] because the
 //! OS keeps it, not a power cut. Fine for tests, never for anything else.
+//!
+//! For upgrade tests on either backend, [`create_schema_up_to`] leaves a
+//! database as a release that knew only the older migrations did.
 
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
@@ -30,6 +33,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tempfile::TempDir;
+
+use crate::{LedgerError, Store, StoreOptions};
 
 /// Why a test server could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +59,16 @@ pub enum HarnessError {
 /// `CI` environment variable is set to anything but empty, `0` or `false`.
 pub fn servers_required() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
+/// Creates the ledger schema at `url` (SQLite or PostgreSQL) with only the
+/// migrations numbered up to `version`, as a release that knew no later
+/// ones left it; [`crate::Store::open`] afterwards runs the rest.
+pub async fn create_schema_up_to(url: &str, version: i64) -> Result<(), LedgerError> {
+    let store = Store::connect(url, &StoreOptions::default()).await?;
+    let migrated = store.migrate_up_to(version).await;
+    store.close().await;
+    migrated
 }
 
 /// A PostgreSQL server private to one test.

@@ -102,8 +102,10 @@ impl std::fmt::Display for ChainBreak {
 
 impl Store {
     /// Walks every node's chain in sequence order, recomputing each row's
-    /// hash (see [`crate::chain`]), and reports per node the row count and
-    /// the first break. Streams rows; memory stays flat on large tables.
+    /// hash with the row's own encoding version (see [`crate::chain`]) and
+    /// checking what that version leaves unhashed, and reports per node the
+    /// row count and the first break. Streams rows; memory stays flat on
+    /// large tables.
     pub async fn verify(&self) -> Result<VerifyReport, LedgerError> {
         let nodes: Vec<String> =
             sqlx::query("SELECT DISTINCT node_id FROM usage_records ORDER BY node_id")
@@ -164,6 +166,11 @@ impl Store {
                         Some(ChainProblem::BrokenLink)
                     } else if stored.row.hash(&stored.prev_hash) != stored.hash {
                         Some(ChainProblem::ContentMismatch)
+                    } else if !stored.row.unhashed_columns_match() {
+                        Some(ChainProblem::InvalidRow {
+                            message: "cost_picos of a version 1 row is not cost_micros x 1000000"
+                                .into(),
+                        })
                     } else {
                         None
                     };

@@ -25,6 +25,10 @@ async fn scenarios_on_postgres() {
     scenario_tamper_is_detected(&url, &dir.path().join("b")).await;
     let url = pg.create_database("reports").unwrap();
     scenario_reports(&url, &dir.path().join("c")).await;
+    let url = pg.create_database("exact_totals").unwrap();
+    scenario_exact_totals(&url, &dir.path().join("d")).await;
+    let url = pg.create_database("upgrade").unwrap();
+    scenario_upgrade_from_v1_rows(&url, &dir.path().join("e")).await;
 }
 
 /// The fault test from the issue: PostgreSQL stops in the middle of 500

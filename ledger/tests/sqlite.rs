@@ -207,3 +207,15 @@ async fn bad_settings_and_urls_are_refused() {
     let settings = fast_settings(&url_in(&dir), &file.join("spool"), "n1");
     assert_eq!(Ledger::start(settings).await.unwrap_err().kind(), "spool");
 }
+
+#[tokio::test]
+async fn totals_are_exact_over_many_small_records() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario_exact_totals(&url_in(&dir), dir.path()).await;
+}
+
+#[tokio::test]
+async fn a_ledger_from_before_exact_costs_migrates_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario_upgrade_from_v1_rows(&url_in(&dir), dir.path()).await;
+}

@@ -50,6 +50,7 @@ struct Row_ {
     completion: i64,
     source: String,
     cost: i64,
+    cost_picos: i64,
     priced: bool,
     stream: bool,
     end_state: String,
@@ -68,7 +69,7 @@ async fn rows(url: &str, expected: usize) -> Vec<Row_> {
     assert_eq!(last, expected, "records in the ledger");
     let rows = sqlx::query(
         "SELECT request_id, model, upstream_model, prompt_tokens, completion_tokens, usage_source, \
-         cost_micros, priced, stream, end_state FROM usage_records ORDER BY seq",
+         cost_micros, priced, stream, end_state, cost_picos FROM usage_records ORDER BY seq",
     )
     .fetch_all(store.pool())
     .await
@@ -85,6 +86,7 @@ async fn rows(url: &str, expected: usize) -> Vec<Row_> {
             priced: r.get::<i64, _>(7) != 0,
             stream: r.get::<i64, _>(8) != 0,
             end_state: r.get(9),
+            cost_picos: r.get(10),
         })
         .collect()
 }
@@ -121,6 +123,13 @@ async fn requests_are_recorded_priced_and_counted_in_sqlite() {
     );
     assert_eq!((plain.source.as_str(), plain.completion), ("reported", 5));
     assert!(plain.priced && plain.cost > 0, "gpt-4o-mini is priced");
+    assert_eq!(
+        i128::from(plain.cost),
+        i128::from(sluice_ledger::round_picos_to_micros(
+            plain.cost_picos.into()
+        )),
+        "cost_micros is the exact cost rounded once"
+    );
     assert!(!plain.stream);
     assert_eq!(plain.end_state, "completed");
 
@@ -149,8 +158,16 @@ async fn requests_are_recorded_priced_and_counted_in_sqlite() {
 
     let unpriced = by_id("unpriced-1");
     assert!(!unpriced.priced);
-    assert_eq!(unpriced.cost, 0);
+    assert_eq!((unpriced.cost, unpriced.cost_picos), (0, 0));
     let metrics = common::settled_metrics(&sluice.url("")).await;
+    // The exact counter is the sum of the records' exact costs.
+    let picos: i64 = rows.iter().map(|r| r.cost_picos).sum();
+    assert!(
+        metrics.contains(&format!(
+            r#"sluice_cost_usd_picos_total{{model="mini",provider="mock"}} {picos}"#
+        )),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(r#"sluice_unpriced_requests_total{model="house",provider="mock"} 1"#),
         "{metrics}"
@@ -318,7 +335,7 @@ async fn usage_reports_group_and_scope_by_tenant() {
         .starts_with("text/csv"));
     let text = csv.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests");
+    assert_eq!(lines[0], "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests,cost_picos");
     assert_eq!(lines.len(), 3, "{text}");
     assert!(
         lines[1].starts_with("acme,mini,2,") && lines[2].starts_with("globex,mini,3,"),
@@ -346,6 +363,18 @@ async fn usage_reports_group_and_scope_by_tenant() {
     assert_eq!(data.len(), 1);
     assert_eq!(data[0]["tenant"], "acme");
     assert_eq!(data[0]["requests"], 2);
+    // Exact: the sum of the tenant's records in pico-dollars, as a string,
+    // and micro-dollars that sum rounded once.
+    let picos: i128 = data[0]["cost_picos"].as_str().unwrap().parse().unwrap();
+    assert!(picos > 0);
+    assert_eq!(
+        data[0]["cost_micros"],
+        sluice_ledger::round_picos_to_micros(picos)
+    );
+    assert_eq!(
+        data[0]["cost_usd"],
+        sluice_ledger::export::format_usd_picos(picos)
+    );
     assert_eq!(
         get(&sluice, "/admin/usage?tenant=globex", Some("sk-acme"))
             .await
@@ -413,13 +442,13 @@ async fn cli_exports_usage_and_verifies_the_chain() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ledger intact"));
 
-    // Tamper with a stored record: verify finds it and fails.
+    // Tamper with a stored record's exact cost: verify finds it and fails.
     let url = format!(
         "sqlite:{}",
         sluice.dir().join("sluice-data/ledger.db").display()
     );
     let store = Store::open(&url).await.unwrap();
-    sqlx::query("UPDATE usage_records SET cost_micros = cost_micros + 1 WHERE seq = 2")
+    sqlx::query("UPDATE usage_records SET cost_picos = cost_picos + 1 WHERE seq = 2")
         .execute(store.pool())
         .await
         .unwrap();

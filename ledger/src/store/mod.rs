@@ -19,7 +19,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, ConnectOptions, Executor, Row};
 
-use crate::chain::{hash_from_hex, Hash, LedgerRow};
+use crate::chain::{hash_from_hex, Hash, HashVersion, LedgerRow};
 use crate::record::{EndState, UsageSource};
 use crate::settings::Backend;
 use crate::LedgerError;
@@ -36,6 +36,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "keys and tenants",
         include_str!("../../migrations/sqlite/0002_access.sql"),
     ),
+    (
+        3,
+        "exact cost in pico-dollars, hash version per row",
+        include_str!("../../migrations/sqlite/0003_exact_cost.sql"),
+    ),
 ];
 
 /// `(version, description, sql)` of each PostgreSQL migration, in order.
@@ -50,17 +55,22 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "keys and tenants",
         include_str!("../../migrations/postgres/0002_access.sql"),
     ),
+    (
+        3,
+        "exact cost in pico-dollars, hash version per row",
+        include_str!("../../migrations/postgres/0003_exact_cost.sql"),
+    ),
 ];
 
 /// Every column of `usage_records`, in the order queries select them and
-/// [`decode_row`] reads them.
+/// [`decode_row`] reads them (those of migration `0003` last).
 pub(crate) const ROW_COLUMNS: &str = "node_id, seq, record_id, time_us, request_id, tenant, \
     key_id, model, provider, upstream_model, prompt_tokens, completion_tokens, \
     cached_prompt_tokens, usage_source, cost_micros, priced, latency_ms, ttft_ms, \
-    http_status, stream, end_state, prev_hash, hash";
+    http_status, stream, end_state, prev_hash, hash, cost_picos, hash_version";
 
 /// Number of columns in [`ROW_COLUMNS`].
-pub(crate) const ROW_COLUMN_COUNT: usize = 23;
+pub(crate) const ROW_COLUMN_COUNT: usize = 25;
 
 /// Pool settings of a [`Store`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +111,13 @@ impl Store {
 
     /// [`Store::open`] with explicit pool settings.
     pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Store, LedgerError> {
+        let store = Store::connect(url, options).await?;
+        store.migrate_up_to(i64::MAX).await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating.
+    pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<Store, LedgerError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let connect = match backend {
@@ -130,15 +147,24 @@ impl Store {
             .connect_with(connect)
             .await
             .map_err(LedgerError::database("connect"))?;
-        let migrations = match backend {
+        Ok(Store { pool, backend })
+    }
+
+    /// Runs the pending migrations numbered up to `version` (every one with
+    /// `i64::MAX`; older ones to build a database as an earlier release left
+    /// it, in tests).
+    pub(crate) async fn migrate_up_to(&self, version: i64) -> Result<(), LedgerError> {
+        let all = match self.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS,
             Backend::Postgres => POSTGRES_MIGRATIONS,
         };
-        Migrator::new(EmbeddedMigrations(migrations))
+        // Versions ascend, so the wanted ones are a prefix.
+        let wanted = all.iter().take_while(|(v, _, _)| *v <= version).count();
+        Migrator::new(EmbeddedMigrations(&all[..wanted]))
             .await?
-            .run(&pool)
+            .run(&self.pool)
             .await?;
-        Ok(Store { pool, backend })
+        Ok(())
     }
 
     /// Which database this is.
@@ -231,8 +257,8 @@ pub(crate) struct StoredRow {
 }
 
 /// Reads a row selected with [`ROW_COLUMNS`]. Values the writer never
-/// produces (unknown enum text, flags other than 0/1, malformed hashes) are
-/// [`LedgerError::InvalidRow`].
+/// produces (unknown enum text or hash version, flags other than 0/1,
+/// malformed hashes) are [`LedgerError::InvalidRow`].
 pub(crate) fn decode_row(row: &AnyRow) -> Result<StoredRow, LedgerError> {
     let node_id: String = row.try_get(0).map_err(LedgerError::database("read row"))?;
     let seq: i64 = row.try_get(1).map_err(LedgerError::database("read row"))?;
@@ -266,6 +292,7 @@ pub(crate) fn decode_row(row: &AnyRow) -> Result<StoredRow, LedgerError> {
     };
     let usage_source = text(13)?;
     let end_state = text(20)?;
+    let hash_version = int(24)?;
     let ttft_ms: Option<i64> = row
         .try_get(17)
         .map_err(|e| invalid(format!("column 17: {e}")))?;
@@ -287,6 +314,7 @@ pub(crate) fn decode_row(row: &AnyRow) -> Result<StoredRow, LedgerError> {
             usage_source: UsageSource::parse(&usage_source)
                 .ok_or_else(|| invalid(format!("unknown usage_source {usage_source:?}")))?,
             cost_micros: int(14)?,
+            cost_picos: int(23)?,
             priced: flag(15)?,
             latency_ms: int(16)?,
             ttft_ms,
@@ -294,6 +322,8 @@ pub(crate) fn decode_row(row: &AnyRow) -> Result<StoredRow, LedgerError> {
             stream: flag(19)?,
             end_state: EndState::parse(&end_state)
                 .ok_or_else(|| invalid(format!("unknown end_state {end_state:?}")))?,
+            hash_version: HashVersion::from_number(hash_version)
+                .ok_or_else(|| invalid(format!("unknown hash_version {hash_version}")))?,
         },
         prev_hash: hash(21)?,
         hash: hash(22)?,

@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use sluice_ledger::{
-    export, ChainProblem, EndState, GroupKey, Ledger, LedgerSettings, PriceTable, ReportQuery,
-    ReportRow, Store, TokenUsage, UsageRecord, UsageSource,
+    export, round_picos_to_micros, ChainProblem, EndState, GroupKey, Ledger, LedgerSettings,
+    PriceTable, ReportQuery, ReportRow, Store, TokenUsage, UsageRecord, UsageSource,
 };
 use sqlx::Row;
+
+mod upgrade;
+pub use upgrade::scenario_upgrade_from_v1_rows;
 
 /// 2025-03-04T00:00:00Z in unix micros.
 pub const DAY0: i64 = 1_741_046_400_000_000;
@@ -55,6 +58,7 @@ pub fn record(n: usize, tenant: Option<&str>, model: &str, time_us: i64) -> Usag
         usage,
         usage_source: UsageSource::Reported,
         cost_micros: cost.micros,
+        cost_picos: cost.picos,
         priced: cost.priced,
         latency_ms: 120,
         ttft_ms: Some(30),
@@ -228,13 +232,14 @@ async fn rows(store: &Store, query: &ReportQuery) -> Vec<ReportRow> {
     store.report(query).try_collect().await.unwrap()
 }
 
-fn summary(rows: &[ReportRow]) -> Vec<(Vec<Option<String>>, i64, i64, i64)> {
+/// `(group values, requests, cost in pico-dollars, unpriced requests)` per row.
+fn summary(rows: &[ReportRow]) -> Vec<(Vec<Option<String>>, i64, i128, i64)> {
     rows.iter()
         .map(|r| {
             (
                 r.group.iter().map(|(_, v)| v.clone()).collect(),
                 r.requests,
-                r.cost_micros,
+                r.cost_picos,
                 r.unpriced_requests,
             )
         })
@@ -267,9 +272,10 @@ pub async fn scenario_reports(url: &str, dir: &Path) {
     ledger.shutdown().await.unwrap();
     let store = Store::open(url).await.unwrap();
     let (from, to) = (DAY0, DAY0 + 2 * DAY);
-    // gpt-4o at 2.50/10.00: (100+n)*2.5 + 50*10 micros; gpt-4o-mini at 0.15/0.60.
-    let c = |n: i64| ((100 + n) * 25 + 5) / 10 + 500;
-    let mini = |n: i64| ((100 + n) * 15 + 50 * 60 + 50) / 100;
+    // Exact pico-dollars: gpt-4o at 2.50/10.00 per million tokens is
+    // 2,500,000/10,000,000 pico-dollars per token; gpt-4o-mini at 0.15/0.60.
+    let c = |n: i128| (100 + n) * 2_500_000 + 50 * 10_000_000;
+    let mini = |n: i128| (100 + n) * 150_000 + 50 * 600_000;
 
     // Tenant x model, NULL tenant last.
     let q = ReportQuery::new(from, to, &[GroupKey::Model, GroupKey::Tenant]);
@@ -322,12 +328,16 @@ pub async fn scenario_reports(url: &str, dir: &Path) {
     let q = ReportQuery::new(from, to, &[GroupKey::Model]).for_tenant("nobody");
     assert!(rows(&store, &q).await.is_empty());
 
-    // No grouping: one total row, even for an empty range.
+    // No grouping: one total row, even for an empty range. Its micro-dollars
+    // are the exact total rounded once (2305.3 µ$), not the sum of the
+    // records' rounded costs (750 + 753 + 758 + 45 = 2306 µ$).
     let total = rows(&store, &ReportQuery::new(from, to, &[])).await;
     assert_eq!(
         summary(&total),
         [(vec![], 5, c(0) + c(1) + c(3) + mini(2), 1)]
     );
+    assert_eq!(total[0].cost_micros(), 2305);
+    assert_eq!(total[0].cost_usd(), "0.0023053");
     let empty = rows(&store, &ReportQuery::new(0, 1, &[])).await;
     assert_eq!(summary(&empty), [(vec![], 0, 0, 0)]);
 
@@ -338,18 +348,31 @@ pub async fn scenario_reports(url: &str, dir: &Path) {
         .await
         .unwrap();
     assert_eq!(written, 4);
+    let cost = |picos: i128| {
+        format!(
+            "{},{},0,{picos}",
+            round_picos_to_micros(picos),
+            export::format_usd_picos(picos)
+        )
+    };
     let expected = format!(
-        "tenant,day,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests\n\
-         acme,2025-03-04,2,201,100,0,{a},{a_usd},0\n\
-         acme,2025-03-05,1,102,50,0,{m},{m_usd},0\n\
-         \"beta, \"\"inc\"\"\",2025-03-04,1,103,50,0,{b},{b_usd},0\n\
-         ,2025-03-05,1,104,50,0,0,0.000000,1\n",
-        a = c(0) + c(1),
-        a_usd = export::format_usd(c(0) + c(1)),
-        m = mini(2),
-        m_usd = export::format_usd(mini(2)),
-        b = c(3),
-        b_usd = export::format_usd(c(3)),
+        "tenant,day,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests,cost_picos\n\
+         acme,2025-03-04,2,201,100,0,{a}\n\
+         acme,2025-03-05,1,102,50,0,{m}\n\
+         \"beta, \"\"inc\"\"\",2025-03-04,1,103,50,0,{b}\n\
+         ,2025-03-05,1,104,50,0,0,0.000000,1,0\n",
+        a = cost(c(0) + c(1)),
+        m = cost(mini(2)),
+        b = cost(c(3)),
+    );
+    // 750 + 752.5 µ$, and 45.3 µ$: exact, not rounded per record.
+    assert!(
+        expected.contains(",1503,0.0015025,0,1502500000\n"),
+        "{expected}"
+    );
+    assert!(
+        expected.contains(",45,0.0000453,0,45300000\n"),
+        "{expected}"
     );
     assert_eq!(String::from_utf8(csv).unwrap(), expected);
 
@@ -370,5 +393,102 @@ pub async fn scenario_reports(url: &str, dir: &Path) {
         serde_json::from_str(String::from_utf8(json).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(first["tenant"], "acme");
     assert_eq!(first["requests"], 2);
+    assert_eq!(first["cost_micros"], 1503);
+    assert_eq!(first["cost_usd"], "0.0015025");
+    assert_eq!(first["cost_picos"], "1502500000");
+    store.close().await;
+}
+
+/// A record of 26 prompt tokens at $0.39 per million: 10.14 µ$, which a
+/// per-record rounding books as 10 µ$.
+pub fn small_record(n: usize, time_us: i64) -> UsageRecord {
+    let prices =
+        PriceTable::from_yaml("models:\n  penny-model: {input: \"0.39\", output: \"0.39\"}\n")
+            .unwrap();
+    let usage = TokenUsage {
+        prompt_tokens: 26,
+        completion_tokens: 0,
+        cached_prompt_tokens: 0,
+    };
+    let cost = prices.cost("penny-model", &usage);
+    UsageRecord {
+        usage,
+        cost_micros: cost.micros,
+        cost_picos: cost.picos,
+        priced: cost.priced,
+        ..record(n, Some("acme"), "penny-model", time_us)
+    }
+}
+
+/// 1000 small requests whose per-record costs round down: the report's
+/// total is the exact sum of tokens x price (in pico-dollars), and its
+/// micro-dollars that sum rounded once; per day, per tenant, in CSV. Then
+/// three near-maximal records whose pico-dollars pass `i64` together: the
+/// sums do not overflow in SQL.
+pub async fn scenario_exact_totals(url: &str, dir: &Path) {
+    const RECORDS: usize = 1000;
+    let ledger = Ledger::start(fast_settings(url, &dir.join("spool"), "node-x"))
+        .await
+        .unwrap();
+    for n in 0..RECORDS {
+        ledger.record(small_record(n, DAY0 + n as i64)).unwrap();
+    }
+    // Each about $9.2M: three of them pass i64::MAX pico-dollars.
+    let whale_picos = i64::MAX - 7;
+    for n in 0..3 {
+        let mut whale = small_record(RECORDS + n, DAY0 + DAY + n as i64);
+        whale.cost_picos = whale_picos;
+        whale.cost_micros = round_picos_to_micros(whale_picos.into());
+        ledger.record(whale).unwrap();
+    }
+    ledger.shutdown().await.unwrap();
+    let store = Store::open(url).await.unwrap();
+    assert!(store.verify().await.unwrap().is_intact());
+
+    // 26 tokens x 390,000 pico-dollars per token, 1000 times: 10,140 µ$,
+    // where the records' own rounded costs add up to 10,000 µ$.
+    let exact: i128 = 26 * 390_000 * RECORDS as i128;
+    let rounded_each: i64 = RECORDS as i64 * small_record(0, DAY0).cost_micros;
+    assert_eq!(rounded_each, 10_000, "the drift this guards against");
+    let total = rows(&store, &ReportQuery::new(DAY0, DAY0 + DAY, &[])).await;
+    assert_eq!(total[0].requests, RECORDS as i64);
+    assert_eq!(total[0].cost_picos, exact);
+    assert_eq!(
+        total[0].cost_micros(),
+        10_140,
+        "1000 x 10.14 µ$, rounded once"
+    );
+    assert_eq!(total[0].cost_usd(), "0.010140");
+    let q = ReportQuery::new(DAY0, DAY0 + DAY, &[GroupKey::Tenant, GroupKey::Day]);
+    assert_eq!(
+        summary(&rows(&store, &q).await),
+        [(strings(&[Some("acme"), Some("2025-03-04")]), 1000, exact, 0)]
+    );
+    let mut csv = Vec::new();
+    export::write_csv(&q, store.report(&q), &mut csv)
+        .await
+        .unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    assert_eq!(
+        csv.lines().nth(1),
+        Some("acme,2025-03-04,1000,26000,0,0,10140,0.010140,0,10140000000"),
+        "{csv}"
+    );
+
+    // Sums past i64 pico-dollars, the whole range, and per day.
+    let whales = 3 * i128::from(whale_picos);
+    let whole = rows(&store, &ReportQuery::new(DAY0, DAY0 + 2 * DAY, &[])).await;
+    assert_eq!(whole[0].cost_picos, exact + whales);
+    assert_eq!(
+        whole[0].cost_micros(),
+        round_picos_to_micros(exact + whales)
+    );
+    let by_day = rows(
+        &store,
+        &ReportQuery::new(DAY0, DAY0 + 2 * DAY, &[GroupKey::Day]),
+    )
+    .await;
+    assert_eq!(by_day[1].cost_picos, whales);
+    assert_eq!(by_day[1].cost_usd(), "27670116.1105643274");
     store.close().await;
 }

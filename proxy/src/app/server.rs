@@ -10,7 +10,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use sluice_config::Config;
 use sluice_filters::{AccessPolicy, Scope};
-use sluice_ledger::GroupKey;
+use sluice_ledger::{round_picos_to_micros, GroupKey};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -59,12 +59,14 @@ fn seed_budgets(access: &AccessPolicy, accounting: &Accounting, control: &Contro
             Scope::Key(id) => (GroupKey::Key, id),
             Scope::Tenant(tenant) => (GroupKey::Tenant, tenant),
         };
-        let spent: i64 = accounting
+        let spent_picos: i128 = accounting
             .spent_since(request.since_unix_us, group)
             .into_iter()
             .filter(|(n, _)| n == name)
-            .map(|(_, cost)| cost)
+            .map(|(_, picos)| picos)
             .sum();
+        // Budgets count micro-dollars: the exact sum, rounded once.
+        let spent = round_picos_to_micros(spent_picos);
         control.block_on(access.seed(request, spent));
     }
     if !requests.is_empty() {

@@ -269,6 +269,10 @@ impl Accounting {
                 .cost_micros
                 .with_label_values(&labels)
                 .inc_by(cost.micros.max(0) as u64);
+            self.metrics
+                .cost_picos
+                .with_label_values(&labels)
+                .inc_by(cost.picos.max(0) as u64);
         } else {
             self.metrics.unpriced.with_label_values(&labels).inc();
         }
@@ -287,6 +291,7 @@ impl Accounting {
             usage,
             usage_source: source,
             cost_micros: cost.micros,
+            cost_picos: cost.picos,
             priced: cost.priced,
             latency_ms: done.latency_ms,
             ttft_ms: done.ttft_ms,
@@ -320,8 +325,10 @@ impl Accounting {
     }
 
     /// What each tenant (`GroupKey::Tenant`) or key (`GroupKey::Key`) spent
-    /// since `from_us`, from the ledger; empty when it is unreachable.
-    pub fn spent_since(&self, from_us: i64, by: sluice_ledger::GroupKey) -> Vec<(String, i64)> {
+    /// since `from_us`, from the ledger, in exact pico-dollars (round the
+    /// sum once with `sluice_ledger::round_picos_to_micros`); empty when the
+    /// ledger is unreachable.
+    pub fn spent_since(&self, from_us: i64, by: sluice_ledger::GroupKey) -> Vec<(String, i128)> {
         let Some(store) = &self.store else {
             return Vec::new();
         };
@@ -332,7 +339,7 @@ impl Accounting {
             let mut out = Vec::new();
             while let Some(Ok(row)) = rows.next().await {
                 if let Some(Some(name)) = row.value(by) {
-                    out.push((name.to_string(), row.cost_micros));
+                    out.push((name.to_string(), row.cost_picos));
                 }
             }
             out

@@ -35,8 +35,13 @@ pub struct Metrics {
     pub upstream_first_byte: HistogramVec,
     /// Tokens by model, provider and kind (prompt, completion).
     pub tokens: IntCounterVec,
-    /// Cost in micro-dollars by model and provider.
+    /// Cost in micro-dollars by model and provider, each request's cost
+    /// rounded on its own (so it drifts from the exact sum; kept for the
+    /// dashboards and alerts built on it).
     pub cost_micros: IntCounterVec,
+    /// Exact cost in pico-dollars by model and provider (what the ledger's
+    /// reports add up).
+    pub cost_picos: IntCounterVec,
     /// Requests recorded without a known price, by model and provider.
     pub unpriced: IntCounterVec,
     /// Seconds spent in ledger database writes (with `ledger_writes`: mean write time).
@@ -163,7 +168,14 @@ impl Metrics {
         let cost_micros = IntCounterVec::new(
             Opts::new(
                 "sluice_cost_usd_micros_total",
-                "Cost in micro-dollars (1e-6 USD), by model and provider.",
+                "Cost in micro-dollars (1e-6 USD), each request rounded, by model and provider.",
+            ),
+            &["model", "provider"],
+        )?;
+        let cost_picos = IntCounterVec::new(
+            Opts::new(
+                "sluice_cost_usd_picos_total",
+                "Exact cost in pico-dollars (1e-12 USD), by model and provider.",
             ),
             &["model", "provider"],
         )?;
@@ -215,6 +227,7 @@ impl Metrics {
         registry.register(Box::new(quota_store_up.clone()))?;
         registry.register(Box::new(tokens.clone()))?;
         registry.register(Box::new(cost_micros.clone()))?;
+        registry.register(Box::new(cost_picos.clone()))?;
         registry.register(Box::new(unpriced.clone()))?;
         registry.register(Box::new(ledger_gauges.clone()))?;
         registry.register(Box::new(budget_events.clone()))?;
@@ -249,6 +262,7 @@ impl Metrics {
             quota_store_errors,
             tokens,
             cost_micros,
+            cost_picos,
             unpriced,
             ledger_gauges,
             ledger_events,
