@@ -158,4 +158,29 @@ mod tests {
         assert_eq!(v.verify(&forged, now).unwrap_err(), AuthError::Invalid);
         assert!(!JwtVerifier::looks_like_jwt("sk-sluice-abc"));
     }
+
+    #[test]
+    fn refuses_alg_none_a_wrong_issuer_and_a_swapped_payload() {
+        let v = verifier();
+        let now = 1_800_000_000;
+        let claims = |iss: &str, org: &str| serde_json::json!({"iss": iss, "aud": "sluice", "sub": "alice", "org": org, "exp": now + 600});
+        let good = token(claims("https://idp.example", "acme"));
+        let other = token(claims("https://idp.example", "globex"));
+        let part = |t: &str, i: usize| t.split('.').nth(i).unwrap().to_string();
+        // `{"alg":"none","typ":"JWT","kid":"k1"}` and no signature.
+        let none = format!(
+            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoiazEifQ.{}.",
+            part(&good, 1)
+        );
+        assert_eq!(v.verify(&none, now).unwrap_err(), AuthError::Invalid);
+        let wrong_issuer = token(claims("https://evil.example", "acme"));
+        assert_eq!(
+            v.verify(&wrong_issuer, now).unwrap_err(),
+            AuthError::Invalid
+        );
+        // Another token's (validly signed) payload under this one's signature.
+        let swapped = format!("{}.{}.{}", part(&good, 0), part(&other, 1), part(&good, 2));
+        assert_eq!(v.verify(&swapped, now).unwrap_err(), AuthError::Invalid);
+        assert!(v.verify(&good, now).is_ok());
+    }
 }
