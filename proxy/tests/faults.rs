@@ -42,6 +42,10 @@ enum Fault {
     MalformedJson,
     /// A stream whose events are not JSON.
     MalformedSse,
+    /// 431 with an empty body, as a proxy in front of a provider answers.
+    BareError,
+    /// 400 in OpenAI's own error shape, `code` and `param` set.
+    OpenAiError,
 }
 
 const STREAM_HEAD: &[u8] =
@@ -155,6 +159,20 @@ async fn misbehave(mut stream: TcpStream, fault: Fault) {
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                 body.len()
             );
+            let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+        }
+        Fault::BareError => {
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n",
+                )
+                .await;
+        }
+        Fault::OpenAiError => {
+            let body = json!({"error": {"message": "This model's maximum context length is 8 tokens.",
+                "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+            .to_string();
+            let head = format!("HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
             let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
         }
         Fault::MalformedSse => {
@@ -448,4 +466,24 @@ async fn sigterm_mid_stream_lets_the_stream_finish_and_records_it() {
             .unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<String, _>(0), "completed");
+}
+
+#[tokio::test]
+async fn an_upstream_error_without_a_body_reaches_the_client_in_openai_shape() {
+    run(Some(Fault::BareError), false, "completed", |seen| {
+        assert_eq!(seen.status, 431, "{seen:?}");
+        openai_error(seen.body.as_deref().unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upstream_error_in_openai_shape_passes_with_its_code_and_param() {
+    run(Some(Fault::OpenAiError), false, "completed", |seen| {
+        assert_eq!(seen.status, 400, "{seen:?}");
+        let error = openai_error(seen.body.as_deref().unwrap());
+        assert_eq!(error["code"], "context_length_exceeded");
+        assert_eq!(error["param"], "messages");
+    })
+    .await;
 }

@@ -19,6 +19,12 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 pub(crate) type WholeReply =
     fn(&ReplyContext, &[u8]) -> Result<(Bytes, Option<Usage>), UpstreamError>;
 
+/// Whether `body` is OpenAI's error shape: `{"error": {"message": "..."}}`.
+fn is_openai_error(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v["error"]["message"].is_string())
+}
+
 /// A provider's code for an error body (`status` not 2xx).
 pub(crate) type ErrorReply = fn(u16, &[u8]) -> UpstreamError;
 
@@ -61,6 +67,10 @@ enum Mode {
         upstream_status: u16,
         buf: BytesMut,
         error: Option<UpstreamError>,
+        /// Pass-through: a body already in OpenAI's error shape goes out as
+        /// sent (its `code` and `param` intact); only an empty or foreign
+        /// one is re-worded.
+        keep_openai_body: bool,
     },
     /// A translated stream, rewritten event by event.
     Stream(Box<StreamMode>),
@@ -81,6 +91,21 @@ impl ResponseTranslator {
         // failures; pass every other reply through untouched.
         if matches!(status, 401 | 403) {
             return ResponseTranslator::error(UpstreamError::from_openai_body, status);
+        }
+        // Any other error keeps its status; its body is checked at the end,
+        // so an empty or non-JSON one (a proxy's 431, a load balancer's
+        // HTML 502) still reaches the client in OpenAI's shape.
+        if status >= 400 {
+            return ResponseTranslator {
+                status,
+                mode: Mode::Error {
+                    translate: UpstreamError::from_openai_body,
+                    upstream_status: status,
+                    buf: BytesMut::new(),
+                    error: None,
+                    keep_openai_body: true,
+                },
+            };
         }
         let sse = (200..300).contains(&status) && reply.stream;
         ResponseTranslator {
@@ -120,6 +145,7 @@ impl ResponseTranslator {
                 upstream_status,
                 buf: BytesMut::new(),
                 error: None,
+                keep_openai_body: false,
             },
         }
     }
@@ -195,9 +221,14 @@ impl ResponseTranslator {
                 upstream_status,
                 buf,
                 error,
+                keep_openai_body,
             } => {
                 let e = translate(*upstream_status, buf);
-                let body = e.openai_body();
+                let body = if *keep_openai_body && is_openai_error(buf) {
+                    std::mem::take(buf).freeze()
+                } else {
+                    e.openai_body()
+                };
                 *error = Some(e);
                 body
             }
