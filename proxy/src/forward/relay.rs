@@ -331,9 +331,15 @@ impl BodyLoop<'_, '_> {
                     }
                 }
             }
+            // Biased: a control (cancel, pause) always wins; then the
+            // source, so that an answer whose end is already here completes
+            // (and is recorded so) even if the client, having read it all,
+            // has hung up meanwhile. A client gone mid-stream is still seen
+            // at once: here when the source waits, else by the failed write.
             None => tokio::select! {
-                read = self.answer.source.read(name) => RelayEvent::Read(read),
+                biased;
                 control = self.stream.changed() => RelayEvent::Control(control),
+                read = self.answer.source.read(name) => RelayEvent::Read(read),
                 event = client_event(self.session), if watch_client => RelayEvent::Client(event),
             },
         }
