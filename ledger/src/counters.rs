@@ -25,6 +25,8 @@ pub struct LedgerCounters {
     spool_bytes: AtomicU64,
     spool_corrupt_lines: AtomicU64,
     database_up: AtomicBool,
+    /// The last spool append failed (a full or broken disk).
+    spool_failing: AtomicBool,
     write_latency: LatencyHistogram,
 }
 
@@ -59,6 +61,8 @@ pub struct LedgerStats {
     pub spool_corrupt_lines: u64,
     /// Whether the last database write or connect succeeded (gauge).
     pub database_up: bool,
+    /// Whether the last spool append failed (gauge).
+    pub spool_failing: bool,
     /// Latency of database writes (batches), successful or not.
     pub write_latency: HistogramSnapshot,
 }
@@ -139,6 +143,7 @@ impl LedgerCounters {
             spool_bytes: get(&self.spool_bytes),
             spool_corrupt_lines: get(&self.spool_corrupt_lines),
             database_up: self.database_up.load(Ordering::Relaxed),
+            spool_failing: self.spool_failing.load(Ordering::Relaxed),
             write_latency: self.write_latency.snapshot(),
         }
     }
@@ -171,6 +176,16 @@ impl LedgerCounters {
 
     pub(crate) fn set_database_up(&self, up: bool) {
         self.database_up.store(up, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_spool_failing(&self, failing: bool) {
+        self.spool_failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// Whether a record handed over now has somewhere durable to go: the
+    /// database answers, or the spool still takes appends.
+    pub fn can_persist(&self) -> bool {
+        self.database_up.load(Ordering::Relaxed) || !self.spool_failing.load(Ordering::Relaxed)
     }
 
     pub(crate) fn spool_added(&self, records: u64, bytes: u64) {

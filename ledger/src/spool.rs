@@ -139,6 +139,12 @@ impl Spool {
         records: &[PendingRecord],
         durable: bool,
     ) -> Result<(), LedgerError> {
+        let appended = self.append_lines(records, durable);
+        self.counters.set_spool_failing(appended.is_err());
+        appended
+    }
+
+    fn append_lines(&self, records: &[PendingRecord], durable: bool) -> Result<(), LedgerError> {
         if records.is_empty() {
             return Ok(());
         }

@@ -254,6 +254,13 @@ impl Ledger {
         self.shared.spool.sync()
     }
 
+    /// Whether a record handed over now has somewhere durable to go (the
+    /// database answers, or the spool takes appends); strict durability
+    /// refuses requests while it has not.
+    pub fn can_persist(&self) -> bool {
+        self.shared.counters.can_persist()
+    }
+
     /// Counters and gauges for metrics.
     pub fn stats(&self) -> LedgerStats {
         let mut stats = self.shared.counters.snapshot();

@@ -158,3 +158,118 @@ async fn queued_durability_loses_what_was_still_in_memory() {
     // The window is real: with a 60 s flush interval nearly all of them.
     assert!(missing > 0);
 }
+
+/// A tmpfs of `size` at a fresh directory, unmounted on drop; `None` where
+/// this machine does not let the test mount one (it needs root).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = std::env::temp_dir().join(format!("sluice-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk(dir))
+    }
+
+    /// Writes zeros until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.0.join("filler")).unwrap();
+        let block = [0u8; 4096];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn strict_refuses_cleanly_while_neither_database_nor_spool_takes_records() {
+    let Some(disk) = SmallDisk::mount("256k") else {
+        eprintln!("SKIPPED: mounting a small tmpfs for the spool needs root");
+        return;
+    };
+    let Some(postgres) = sluice_ledger::testing::PostgresServer::start_or_skip("spool_disk_full")
+    else {
+        return;
+    };
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let yaml = format!(
+        r#"
+upstreams:
+  mock: {{base_url: "{}"}}
+models:
+  - {{name: mini, upstream: mock, upstream_model: gpt-4o-mini}}
+ledger:
+  database_url: {}
+  spool_dir: {}
+  durability: strict
+"#,
+        mock.base_url(),
+        postgres.url(),
+        disk.0.join("spool").display()
+    );
+    let sluice = Sluice::start(&yaml).await;
+    let client = reqwest::Client::new();
+    let url = sluice.url("/v1/chat/completions");
+    let send = |id: String| {
+        client
+            .post(&url)
+            .header("x-request-id", id)
+            .json(&json!({"model": "mini", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    assert_eq!(send("before".into()).await.unwrap().status(), 200);
+
+    // The database goes away and the spool's disk is full.
+    disk.fill();
+    postgres.stop().unwrap();
+    let mut refused = None;
+    for i in 0..50 {
+        let Ok(response) = send(format!("during-{i}")).await else {
+            continue; // the answer whose record found nowhere to go: cut short
+        };
+        if response.status() == 503 {
+            refused = Some(response.text().await.unwrap());
+            break;
+        }
+        let _ = response.text().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("no clean refusal while nothing could take records");
+    assert!(refused.contains("service_unavailable"), "{refused}");
+
+    // Both come back: requests are served again, and every record that was
+    // held meanwhile lands; none is lost.
+    disk.free();
+    postgres.start_again().unwrap();
+    let mut served = false;
+    for i in 0..200 {
+        if let Ok(response) = send(format!("after-{i}")).await {
+            if response.status() == 200 {
+                served = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "never served again");
+    let metrics = common::settled_metrics(&sluice.url("")).await;
+    assert!(
+        metrics.contains(r#"sluice_ledger_records_total{event="lost"} 0"#),
+        "records were lost"
+    );
+}

@@ -23,6 +23,11 @@ pub async fn admit(
     session: &ServerSession,
     intake: &Intake<'_>,
 ) -> Result<Caller, GatewayError> {
+    // Strict durability with neither database nor spool taking records:
+    // refuse cleanly now rather than serve an answer that cannot be billed.
+    if !services.accounting.accepting() {
+        return Err(GatewayError::LedgerUnavailable);
+    }
     let access = &services.access;
     let try_admit = || {
         access.admit(

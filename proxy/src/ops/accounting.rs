@@ -230,6 +230,15 @@ impl Accounting {
         self.ledger.is_some() && self.durability == sluice_config::Durability::Strict
     }
 
+    /// Whether a request may start: under [`Self::strict`] only while its
+    /// record would have somewhere durable to go.
+    pub fn accepting(&self) -> bool {
+        match &self.ledger {
+            Some(ledger) if self.strict() => ledger.can_persist(),
+            _ => true,
+        }
+    }
+
     /// Prices and records one request; returns its cost when priced, and,
     /// under [`Self::strict`], what resolves once the record is durable.
     pub fn record(&self, done: Finished<'_>) -> (Option<i64>, Option<DurableAck>) {

@@ -204,7 +204,7 @@ impl Metrics {
         let ledger_gauges = IntGaugeVec::new(
             Opts::new(
                 "sluice_ledger",
-                "Ledger state: queue_depth, spool_records, spool_bytes, database_up.",
+                "Ledger state: queue_depth, spool_records, spool_bytes, database_up, spool_failing.",
             ),
             &["gauge"],
         )?;
@@ -317,6 +317,7 @@ impl Metrics {
             ("spool_records", stats.spool_pending_records),
             ("spool_bytes", stats.spool_bytes),
             ("database_up", u64::from(stats.database_up)),
+            ("spool_failing", u64::from(stats.spool_failing)),
         ];
         for (name, value) in gauges {
             self.ledger_gauges
