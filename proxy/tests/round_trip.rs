@@ -492,3 +492,24 @@ async fn a_pipelining_client_gets_both_answers_in_order() {
     let second = text.find("x-request-id: second-one").unwrap();
     assert!(first < second, "{text}");
 }
+
+#[tokio::test]
+async fn docs_llms_txt_lists_every_route_for_agents() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let sluice = Sluice::start(&config_for(&mock.base_url(), "")).await;
+    let response = reqwest::get(sluice.url("/docs/llms.txt")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with("# sluice\n"), "{text}");
+    for line in [
+        "- `POST /v1/chat/completions`",
+        "- `GET /v1/models`",
+        "- `GET /admin/usage`",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+}

@@ -49,6 +49,8 @@ pub struct Gateway {
     ready: Arc<AtomicBool>,
     /// `GET /v1/models`, rendered once from config.
     models_body: Bytes,
+    /// `GET /docs/llms.txt`, rendered once from the route table.
+    docs_body: Bytes,
     /// h2c on, for pingora.
     server_options: HttpServerOptions,
     /// Header deadline and header caps.
@@ -137,6 +139,7 @@ impl Gateway {
             model_names,
             ready,
             models_body,
+            docs_body: Bytes::from(routes::llms_txt()),
             server_options,
             limits: config.server.limits.clone(),
         }
@@ -195,6 +198,11 @@ impl Gateway {
             }
             RouteKind::Metrics => {
                 self.metrics_page(session, ctx).await;
+                Ok(())
+            }
+            RouteKind::Docs => {
+                let body = self.docs_body.clone();
+                respond(session, ctx, 200, "text/plain; charset=utf-8", body).await;
                 Ok(())
             }
             RouteKind::Unknown => Err(GatewayError::UnknownRoute {

@@ -1,4 +1,7 @@
-//! The route table: what a request asks for, from its method and path alone.
+//! The route table: what a request asks for, from its method and path alone
+//! ([`RouteKind::classify`]), and the same routes documented ([`ROUTES`]),
+//! from which `GET /docs/llms.txt` is rendered; a test checks that every
+//! documented route classifies as documented and every kind is documented.
 
 use sluice_providers::Endpoint;
 
@@ -21,6 +24,8 @@ pub enum RouteKind {
     AdminAccess,
     /// `/v1/streams...`: the stream control API.
     Streams,
+    /// `GET /docs/llms.txt`: this table, for agents.
+    Docs,
     /// Anything else.
     Unknown,
 }
@@ -47,6 +52,7 @@ impl RouteKind {
             "/health/ready" => RouteKind::Ready,
             "/metrics" => RouteKind::Metrics,
             "/admin/usage" => RouteKind::UsageReport,
+            "/docs/llms.txt" => RouteKind::Docs,
             _ => RouteKind::Unknown,
         }
     }
@@ -62,14 +68,138 @@ impl RouteKind {
             RouteKind::UsageReport => "usage_report",
             RouteKind::AdminAccess => "admin",
             RouteKind::Streams => "streams",
+            RouteKind::Docs => "docs",
             RouteKind::Unknown => "unknown",
         }
     }
 }
 
+/// One documented route.
+#[derive(Debug)]
+pub struct RouteDoc {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path, with `{placeholders}`.
+    pub path: &'static str,
+    /// A concrete path that [`RouteKind::classify`] must send to `kind`.
+    pub example: &'static str,
+    /// Where it goes.
+    pub kind: RouteKind,
+    /// What it does, in a line.
+    pub summary: &'static str,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    example: &'static str,
+    kind: RouteKind,
+    summary: &'static str,
+) -> RouteDoc {
+    RouteDoc {
+        method,
+        path,
+        example,
+        kind,
+        summary,
+    }
+}
+
+/// Every route sluice serves, documented.
+pub const ROUTES: &[RouteDoc] = &[
+    route("POST", "/v1/chat/completions", "/v1/chat/completions", RouteKind::Forward(Endpoint::ChatCompletions),
+        "OpenAI chat completions, streamed (SSE) or not; routed by `model` over failover chains to external providers or the built-in engine."),
+    route("POST", "/v1/completions", "/v1/completions", RouteKind::Forward(Endpoint::Completions),
+        "OpenAI legacy text completions."),
+    route("POST", "/v1/embeddings", "/v1/embeddings", RouteKind::Forward(Endpoint::Embeddings),
+        "OpenAI embeddings."),
+    route("GET", "/v1/models", "/v1/models", RouteKind::Models,
+        "The models this gateway serves (those the caller's key may use)."),
+    route("GET", "/v1/streams", "/v1/streams", RouteKind::Streams,
+        "Live streams of the caller's tenant (all of them for the admin key)."),
+    route("GET", "/v1/streams/{id}", "/v1/streams/st_1", RouteKind::Streams,
+        "One live stream: tenant, model, target, priority, tokens so far, state."),
+    route("POST", "/v1/streams/{id}/{cancel|pause|resume|preempt}", "/v1/streams/st_1/pause", RouteKind::Streams,
+        "Control a live stream; an optional JSON body `{\"reason\": \"...\"}`."),
+    route("GET", "/admin/usage", "/admin/usage", RouteKind::UsageReport,
+        "Usage and exact cost grouped by tenant, key, model, provider, day or hour (`group_by`, `from`, `to`, `format=csv`)."),
+    route("POST", "/admin/keys", "/admin/keys", RouteKind::AdminAccess,
+        "Create an API key for a tenant (admin key); the key is shown once."),
+    route("GET", "/admin/keys", "/admin/keys", RouteKind::AdminAccess, "List keys (never their secrets)."),
+    route("POST", "/admin/keys/{id}/{rotate|disable|enable}", "/admin/keys/k1/rotate", RouteKind::AdminAccess,
+        "Rotate, disable or enable a key."),
+    route("DELETE", "/admin/keys/{id}", "/admin/keys/k1", RouteKind::AdminAccess, "Delete a key."),
+    route("PUT", "/admin/tenants/{name}", "/admin/tenants/acme", RouteKind::AdminAccess,
+        "Create or update a tenant's limits and budget."),
+    route("GET", "/admin/tenants", "/admin/tenants", RouteKind::AdminAccess, "List tenants."),
+    route("DELETE", "/admin/tenants/{name}", "/admin/tenants/acme", RouteKind::AdminAccess, "Delete a tenant."),
+    route("GET", "/health/live", "/health/live", RouteKind::Live, "Liveness: 200 while the process runs."),
+    route("GET", "/health/ready", "/health/ready", RouteKind::Ready,
+        "Readiness: 200 once serving, 503 while starting or draining."),
+    route("GET", "/metrics", "/metrics", RouteKind::Metrics, "Prometheus metrics, every series `sluice_*`."),
+    route("GET", "/docs/llms.txt", "/docs/llms.txt", RouteKind::Docs, "This list."),
+];
+
+/// `/docs/llms.txt` (the llmstxt.org shape: a title, a summary, then a list).
+pub fn llms_txt() -> String {
+    let mut out = String::from(
+        "# sluice\n\n> An OpenAI-compatible LLM gateway: point an OpenAI SDK at it and change nothing else. \
+         It authenticates the caller (`Authorization: Bearer <key>`), enforces tenant quotas and budgets, \
+         routes each `model` over failover chains, and records every request's tokens and exact cost. \
+         Errors are OpenAI's `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`.\n\n## Endpoints\n\n",
+    );
+    for r in ROUTES {
+        out.push_str(&format!("- `{} {}`: {}\n", r.method, r.path, r.summary));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_documented_route_classifies_as_documented_and_every_kind_is_documented() {
+        for r in ROUTES {
+            let method = http::Method::from_bytes(r.method.as_bytes()).unwrap();
+            assert_eq!(RouteKind::classify(&method, r.example), r.kind, "{r:?}");
+        }
+        let kinds = [
+            RouteKind::Forward(Endpoint::ChatCompletions),
+            RouteKind::Forward(Endpoint::Completions),
+            RouteKind::Forward(Endpoint::Embeddings),
+            RouteKind::Models,
+            RouteKind::Live,
+            RouteKind::Ready,
+            RouteKind::Metrics,
+            RouteKind::UsageReport,
+            RouteKind::AdminAccess,
+            RouteKind::Streams,
+            RouteKind::Docs,
+        ];
+        for kind in kinds {
+            // A new kind must be added here (the match makes the compiler ask).
+            match kind {
+                RouteKind::Forward(_)
+                | RouteKind::Models
+                | RouteKind::Live
+                | RouteKind::Ready
+                | RouteKind::Metrics
+                | RouteKind::UsageReport
+                | RouteKind::AdminAccess
+                | RouteKind::Streams
+                | RouteKind::Docs
+                | RouteKind::Unknown => {}
+            }
+            assert!(
+                ROUTES.iter().any(|r| r.kind == kind),
+                "{kind:?} undocumented"
+            );
+        }
+        let text = llms_txt();
+        assert!(text.starts_with("# sluice\n"));
+        assert_eq!(text.matches("\n- `").count(), ROUTES.len());
+    }
 
     #[test]
     fn classifies_routes() {
