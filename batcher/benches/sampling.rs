@@ -5,7 +5,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented functions.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use sluice_batcher::sampling::sample;
+use sluice_batcher::sampling::{sample, sample_from_sorted};
 use sluice_batcher::SamplingParams;
 use std::hint::black_box;
 
@@ -27,44 +27,10 @@ fn logits() -> Vec<f32> {
         .collect()
 }
 
-/// The sampler before: every token sorted, then the walk.
+/// The sampler before, with the row copy `sample` also makes.
 fn sample_sorted(params: &SamplingParams, logits: &[f32], uniform: f32) -> u32 {
-    let logits = logits.to_vec();
-    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-    order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
-    if params.top_k > 0 {
-        order.truncate(params.top_k);
-    }
-    let max = logits[order[0] as usize];
-    let mut probs: Vec<f32> = order
-        .iter()
-        .map(|&t| ((logits[t as usize] - max) / params.temperature).exp())
-        .collect();
-    let total: f32 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= total);
-    if params.top_p < 1.0 {
-        let mut cumulative = 0.0;
-        let mut keep = probs.len();
-        for (i, p) in probs.iter().enumerate() {
-            cumulative += p;
-            if cumulative >= params.top_p {
-                keep = i + 1;
-                break;
-            }
-        }
-        probs.truncate(keep);
-        order.truncate(keep);
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-    }
-    let mut cumulative = 0.0;
-    for (t, p) in order.iter().zip(&probs) {
-        cumulative += p;
-        if uniform < cumulative {
-            return *t;
-        }
-    }
-    order.last().copied().unwrap_or(0)
+    let row = logits.to_vec();
+    sample_from_sorted(params, black_box(&row), uniform)
 }
 
 fn sampling(c: &mut Criterion) {

@@ -236,6 +236,48 @@ fn sample_from(params: &SamplingParams, logits: &[f32], uniform: f32) -> u32 {
     pool[..kept].last().copied().unwrap_or(0)
 }
 
+/// The sampler as it was: the whole vocabulary sorted, then the same walk.
+/// Kept as the reference the tests and `benches/sampling.rs` hold
+/// [`sample_from`] to; nothing on the request path calls it.
+#[doc(hidden)]
+pub fn sample_from_sorted(params: &SamplingParams, logits: &[f32], uniform: f32) -> u32 {
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+    if params.top_k > 0 {
+        order.truncate(params.top_k);
+    }
+    let max = logits[order[0] as usize];
+    let mut probs: Vec<f32> = order
+        .iter()
+        .map(|&t| ((logits[t as usize] - max) / params.temperature).exp())
+        .collect();
+    let total: f32 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if params.top_p < 1.0 {
+        let mut cumulative = 0.0;
+        let mut keep = probs.len();
+        for (i, p) in probs.iter().enumerate() {
+            cumulative += p;
+            if cumulative >= params.top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        order.truncate(keep);
+        let total: f32 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+    }
+    let mut cumulative = 0.0;
+    for (t, p) in order.iter().zip(&probs) {
+        cumulative += p;
+        if uniform < cumulative {
+            return *t;
+        }
+    }
+    order.last().copied().unwrap_or(0)
+}
+
 /// Most likely first; ties by the lower token id (what a stable sort of the
 /// vocabulary gives).
 fn by_rank(values: &[f32], a: &u32, b: &u32) -> std::cmp::Ordering {
@@ -355,45 +397,6 @@ mod tests {
             .map(|l| (l - 2.0 + s.logprob.unwrap()).exp())
             .sum();
         assert!((total - 1.0).abs() < 1e-5);
-    }
-
-    /// The sampler as it was: a full sort, then the same walk.
-    fn sample_from_sorted(params: &SamplingParams, logits: &[f32], uniform: f32) -> u32 {
-        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
-        if params.top_k > 0 {
-            order.truncate(params.top_k);
-        }
-        let max = logits[order[0] as usize];
-        let mut probs: Vec<f32> = order
-            .iter()
-            .map(|&t| ((logits[t as usize] - max) / params.temperature).exp())
-            .collect();
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-        if params.top_p < 1.0 {
-            let mut cumulative = 0.0;
-            let mut keep = probs.len();
-            for (i, p) in probs.iter().enumerate() {
-                cumulative += p;
-                if cumulative >= params.top_p {
-                    keep = i + 1;
-                    break;
-                }
-            }
-            probs.truncate(keep);
-            order.truncate(keep);
-            let total: f32 = probs.iter().sum();
-            probs.iter_mut().for_each(|p| *p /= total);
-        }
-        let mut cumulative = 0.0;
-        for (t, p) in order.iter().zip(&probs) {
-            cumulative += p;
-            if uniform < cumulative {
-                return *t;
-            }
-        }
-        order.last().copied().unwrap_or(0)
     }
 
     #[test]

@@ -324,7 +324,7 @@ impl Gateway {
             // The client closed an idle keep-alive connection.
             Ok(Ok(false)) => return None,
             Ok(Err(e)) => {
-                if let Some(error) = unreadable(&e) {
+                if let Some(error) = unreadable(&e, &self.limits) {
                     self.refuse_header(&mut session, &error).await;
                 }
                 return None;
@@ -358,8 +358,8 @@ impl Gateway {
         session.set_pipelining_enabled(true);
         let header = session.req_header();
         let route = RouteKind::classify(&header.method, header.uri.path());
-        let mut ctx = RequestCtx::new(session.get_header("x-request-id").map(|v| v.as_bytes()));
-        ctx.body_timeout = self.limits.body_timeout;
+        let client_id = session.get_header("x-request-id").map(|v| v.as_bytes());
+        let mut ctx = RequestCtx::new(client_id, self.limits.body_timeout);
         let span = tracing::info_span!(
             "request",
             request_id = %ctx.request_id,
@@ -414,7 +414,7 @@ impl Gateway {
         }
         tracing::debug!(error = %error, kind = error.kind(), "request header refused");
         session.set_keepalive(None);
-        let mut ctx = RequestCtx::new(None);
+        let mut ctx = RequestCtx::new(None, self.limits.body_timeout);
         respond_error(session, &mut ctx, error).await;
         session.shutdown().await;
     }
@@ -422,7 +422,7 @@ impl Gateway {
 
 /// What to answer a header pingora could not read, if anything: the
 /// client's own bytes never reach the message.
-fn unreadable(e: &pingora::Error) -> Option<GatewayError> {
+fn unreadable(e: &pingora::Error, limits: &EdgeLimits) -> Option<GatewayError> {
     use pingora::ErrorType;
     match e.etype() {
         ErrorType::ReadTimedout => Some(GatewayError::RequestTimeout { phase: "header" }),
@@ -434,10 +434,11 @@ fn unreadable(e: &pingora::Error) -> Option<GatewayError> {
                 .is_some_and(|c| *c == httparse::Error::TooManyHeaders);
             Some(
                 if too_many || context.starts_with("Request header larger") {
-                    // Pingora's own ceilings (256 fields, 1 MiB), above sluice's.
+                    // Past pingora's own ceilings (256 fields, 1 MiB), so past
+                    // sluice's lower ones too: name those, the ones to fit.
                     GatewayError::HeaderTooLarge {
-                        max_headers: 256,
-                        max_bytes: 1 << 20,
+                        max_headers: limits.max_headers,
+                        max_bytes: limits.max_header_bytes,
                     }
                 } else if context.contains("Content-Length") {
                     GatewayError::BadFraming {

@@ -31,8 +31,9 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// A context for a request whose header has just been read, honouring
-    /// the client's `x-request-id` when it sent a usable one.
-    pub fn new(client_request_id: Option<&[u8]>) -> Self {
+    /// the client's `x-request-id` when it sent a usable one; its body must
+    /// keep arriving within `body_timeout`.
+    pub fn new(client_request_id: Option<&[u8]>, body_timeout: Duration) -> Self {
         RequestCtx {
             request_id: RequestId::accept_or_mint(client_request_id),
             started: Instant::now(),
@@ -40,7 +41,7 @@ impl RequestCtx {
             model_label: "-".to_string(),
             status: 0,
             stream_id: None,
-            body_timeout: sluice_config::EdgeLimits::default().body_timeout,
+            body_timeout,
         }
     }
 }
