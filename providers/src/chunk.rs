@@ -88,6 +88,14 @@ struct UsageJson {
 #[derive(Serialize)]
 struct Details {
     cached_tokens: u64,
+    /// Not OpenAI's: prompt-cache writes a translated upstream reported,
+    /// so a client dialect that reports them (Anthropic's) can.
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_write_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn usage_json(u: Usage) -> UsageJson {
@@ -97,6 +105,7 @@ fn usage_json(u: Usage) -> UsageJson {
         total_tokens: u.prompt_tokens + u.completion_tokens,
         prompt_tokens_details: Details {
             cached_tokens: u.cached_prompt_tokens,
+            cache_write_tokens: u.cache_write_tokens,
         },
     }
 }
@@ -427,6 +436,7 @@ mod tests {
             prompt_tokens: 5,
             completion_tokens: 2,
             cached_prompt_tokens: 1,
+            cache_write_tokens: 0,
         });
         w.end(&mut out);
         w.end(&mut out);

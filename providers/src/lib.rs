@@ -34,6 +34,7 @@ pub mod azure;
 pub mod bedrock;
 mod chat;
 mod chunk;
+pub mod dialects;
 mod endpoint;
 mod error;
 pub mod eventstream;

@@ -30,6 +30,11 @@ pub struct Usage {
     /// Input tokens served from the provider's prompt cache.
     #[serde(default, skip_deserializing)]
     pub cached_prompt_tokens: u64,
+    /// Input tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`, Bedrock's `cacheWriteInputTokens`),
+    /// also counted in `prompt_tokens`; priced at their own rate.
+    #[serde(default, skip_deserializing)]
+    pub cache_write_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -46,17 +51,19 @@ struct WireUsage {
 struct WireDetails {
     #[serde(default)]
     cached_tokens: Option<u64>,
+    /// sluice's own field: cache writes reported by a translated upstream.
+    #[serde(default)]
+    cache_write_tokens: Option<u64>,
 }
 
 impl From<WireUsage> for Usage {
     fn from(w: WireUsage) -> Self {
+        let details = w.prompt_tokens_details;
         Usage {
             prompt_tokens: w.prompt_tokens,
             completion_tokens: w.completion_tokens,
-            cached_prompt_tokens: w
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
+            cached_prompt_tokens: details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0),
+            cache_write_tokens: details.and_then(|d| d.cache_write_tokens).unwrap_or(0),
         }
     }
 }
@@ -313,7 +320,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 12,
                 completion_tokens: 5,
-                cached_prompt_tokens: 0
+                cached_prompt_tokens: 0,
+                cache_write_tokens: 0,
             })
         );
     }
@@ -339,7 +347,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 7,
                 completion_tokens: 3,
-                cached_prompt_tokens: 2
+                cached_prompt_tokens: 2,
+                cache_write_tokens: 0,
             })
         );
         assert!(t.saw_done());

@@ -59,8 +59,10 @@ impl WireUsage {
     pub(super) fn apply(self, u: &mut Usage) {
         if let Some(input) = self.input_tokens {
             let read = self.cache_read_input_tokens.unwrap_or(0);
-            u.prompt_tokens = input + read + self.cache_creation_input_tokens.unwrap_or(0);
+            let written = self.cache_creation_input_tokens.unwrap_or(0);
+            u.prompt_tokens = input + read + written;
             u.cached_prompt_tokens = read;
+            u.cache_write_tokens = written;
         }
         if let Some(out) = self.output_tokens {
             u.completion_tokens = out;

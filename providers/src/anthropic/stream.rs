@@ -174,7 +174,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 14,
                 completion_tokens: 7,
-                cached_prompt_tokens: 4
+                cached_prompt_tokens: 4,
+                cache_write_tokens: 0,
             })
         );
     }

@@ -70,6 +70,7 @@ impl From<WireUsage> for Usage {
             prompt_tokens: u.input_tokens + u.cache_read_input_tokens + u.cache_write_input_tokens,
             completion_tokens: u.output_tokens,
             cached_prompt_tokens: u.cache_read_input_tokens,
+            cache_write_tokens: u.cache_write_input_tokens,
         }
     }
 }

@@ -97,6 +97,7 @@ impl From<UsageMetadata> for Usage {
             prompt_tokens: u.prompt_token_count,
             completion_tokens: u.candidates_token_count + u.thoughts_token_count,
             cached_prompt_tokens: u.cached_content_token_count,
+            cache_write_tokens: 0,
         }
     }
 }
@@ -295,7 +296,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 9,
                 completion_tokens: 2,
-                cached_prompt_tokens: 3
+                cached_prompt_tokens: 3,
+                cache_write_tokens: 0,
             })
         );
     }
