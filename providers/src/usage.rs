@@ -37,8 +37,10 @@ pub struct Usage {
     pub cache_write_tokens: u64,
 }
 
+/// OpenAI's `usage` object as it arrives (whole bodies and stream chunks);
+/// read into [`Usage`] with `From`.
 #[derive(Deserialize)]
-struct WireUsage {
+pub(crate) struct WireUsage {
     #[serde(default)]
     prompt_tokens: u64,
     #[serde(default)]

@@ -15,6 +15,7 @@ mod translator;
 mod turns;
 
 pub(crate) use headers::{encode_segment, Base};
+pub(crate) use sse::{SseDecoder, SseEvent};
 #[cfg(test)]
 pub(crate) use stream::StreamTranslation;
 pub(crate) use stream::{StreamFormat, ToolCalls};
