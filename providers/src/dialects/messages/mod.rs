@@ -14,6 +14,8 @@
 //! and image parts and tool definitions, where the Anthropic and Bedrock
 //! adapters read them.
 
+mod chat_body;
+mod events;
 mod reply;
 mod request;
 mod stream;

@@ -7,9 +7,13 @@
 //! that are a string or a list of blocks are read raw for the same reason
 //! and decoded by their first character.
 
+use super::chat_body::{
+    ChatBody, ChatContent, ChatFunctionCall, ChatFunctionDef, ChatImageUrl, ChatMessage,
+    ChatNamedFunction, ChatPart, ChatTool, ChatToolCall, ChatToolChoice, StreamOptions,
+};
 use crate::chat::to_json;
 use crate::ProviderError;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -117,137 +121,6 @@ struct ToolChoiceIn<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(default)]
     disable_parallel_tool_use: Option<bool>,
-}
-
-/// The chat-completions body sent on to the adapters.
-#[derive(Serialize)]
-struct ChatBody<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model: Option<&'a str>,
-    messages: Vec<ChatMessage<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    stop: Vec<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    stream: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream_options: Option<StreamOptions>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<ChatTool<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<ChatToolChoice<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parallel_tool_calls: Option<bool>,
-}
-
-#[derive(Serialize)]
-struct StreamOptions {
-    include_usage: bool,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "role", rename_all = "lowercase")]
-enum ChatMessage<'a> {
-    System {
-        content: ChatContent<'a>,
-    },
-    User {
-        content: ChatContent<'a>,
-    },
-    Assistant {
-        /// `null` when the turn is only tool calls.
-        content: Option<ChatContent<'a>>,
-        #[serde(skip_serializing_if = "Vec::is_empty")]
-        tool_calls: Vec<ChatToolCall<'a>>,
-    },
-    Tool {
-        tool_call_id: &'a str,
-        content: String,
-    },
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ChatContent<'a> {
-    Text(&'a str),
-    Parts(Vec<ChatPart<'a>>),
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ChatPart<'a> {
-    Text {
-        text: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        cache_control: Option<&'a RawValue>,
-    },
-    ImageUrl {
-        image_url: ChatImageUrl,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        cache_control: Option<&'a RawValue>,
-    },
-}
-
-#[derive(Serialize)]
-struct ChatImageUrl {
-    url: String,
-}
-
-#[derive(Serialize)]
-struct ChatToolCall<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: ChatFunctionCall<'a>,
-}
-
-#[derive(Serialize)]
-struct ChatFunctionCall<'a> {
-    name: &'a str,
-    arguments: &'a str,
-}
-
-#[derive(Serialize)]
-struct ChatTool<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: ChatFunctionDef<'a>,
-    /// Not OpenAI's: the prompt-cache marker, read by the Anthropic and
-    /// Bedrock adapters.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cache_control: Option<&'a RawValue>,
-}
-
-#[derive(Serialize)]
-struct ChatFunctionDef<'a> {
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<&'a RawValue>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum ChatToolChoice<'a> {
-    Mode(&'static str),
-    Named {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        function: ChatNamedFunction<'a>,
-    },
-}
-
-#[derive(Serialize)]
-struct ChatNamedFunction<'a> {
-    name: &'a str,
 }
 
 /// Whether the body is a Messages request (which must say `max_tokens`) or

@@ -11,16 +11,14 @@
 //! `message_delta` all four counts (the SDK takes them from there). Reasoning
 //! deltas some OpenAI-compatible servers send are dropped.
 
-use super::reply::{message_id, stop_reason, tool_use_id, whole_reply, OpenAiError};
+use super::events::{
+    Chunk, Delta, Empty, Event, StartBlock, StartMessage, StopDelta, ToolCallDelta,
+};
+use super::reply::{message_id, stop_reason, tool_use_id, whole_reply};
 use super::{error_event, error_json};
-use crate::usage::WireUsage;
 use crate::wire::{SseDecoder, SseEvent};
 use crate::Usage;
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
-
-use super::reply::UsageOut;
 
 /// Largest whole OpenAI body kept for rewriting; past it the reply is
 /// answered with an error.
@@ -77,149 +75,6 @@ struct StreamState {
 enum OpenBlock {
     Text { index: u32 },
     Tool { index: u32 },
-}
-
-/// One Anthropic stream event; its `type` is also the SSE event name.
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Event<'a> {
-    MessageStart {
-        message: StartMessage<'a>,
-    },
-    ContentBlockStart {
-        index: u32,
-        content_block: StartBlock<'a>,
-    },
-    ContentBlockDelta {
-        index: u32,
-        delta: Delta<'a>,
-    },
-    ContentBlockStop {
-        index: u32,
-    },
-    MessageDelta {
-        delta: StopDelta<'a>,
-        usage: UsageOut,
-    },
-    MessageStop,
-}
-
-impl Event<'_> {
-    fn name(&self) -> &'static str {
-        match self {
-            Event::MessageStart { .. } => "message_start",
-            Event::ContentBlockStart { .. } => "content_block_start",
-            Event::ContentBlockDelta { .. } => "content_block_delta",
-            Event::ContentBlockStop { .. } => "content_block_stop",
-            Event::MessageDelta { .. } => "message_delta",
-            Event::MessageStop => "message_stop",
-        }
-    }
-
-    /// Appends `event: <type>\ndata: <json>\n\n`.
-    fn write(&self, out: &mut BytesMut) {
-        out.put_slice(b"event: ");
-        out.put_slice(self.name().as_bytes());
-        out.put_slice(b"\ndata: ");
-        let mut w = out.writer();
-        // Serialising these types into memory cannot fail.
-        let _ = serde_json::to_writer(&mut w, self);
-        let out = w.into_inner();
-        out.put_slice(b"\n\n");
-    }
-}
-
-#[derive(Serialize)]
-struct StartMessage<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    role: &'static str,
-    model: &'a str,
-    content: [(); 0],
-    stop_reason: Option<()>,
-    stop_sequence: Option<()>,
-    usage: UsageOut,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum StartBlock<'a> {
-    Text {
-        text: &'static str,
-    },
-    ToolUse {
-        id: &'a str,
-        name: &'a str,
-        input: Empty,
-    },
-}
-
-#[derive(Serialize)]
-struct Empty {}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Delta<'a> {
-    TextDelta { text: &'a str },
-    InputJsonDelta { partial_json: &'a str },
-}
-
-#[derive(Serialize)]
-struct StopDelta<'a> {
-    stop_reason: &'a str,
-    stop_sequence: Option<()>,
-}
-
-/// One `chat.completion.chunk`, or an error event.
-#[derive(Deserialize)]
-struct Chunk<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    choices: Option<Vec<ChunkChoice<'a>>>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-    #[serde(default)]
-    error: Option<OpenAiError>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice<'a> {
-    #[serde(default)]
-    index: u32,
-    #[serde(borrow, default)]
-    delta: Option<ChunkDelta<'a>>,
-    #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct ChunkDelta<'a> {
-    #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    tool_calls: Option<Vec<ToolCallDelta<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallDelta<'a> {
-    #[serde(default)]
-    index: u64,
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    function: Option<FunctionDelta<'a>>,
-}
-
-#[derive(Deserialize)]
-struct FunctionDelta<'a> {
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    arguments: Option<Cow<'a, str>>,
 }
 
 impl MessagesWriter {
