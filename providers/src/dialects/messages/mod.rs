@@ -16,6 +16,7 @@
 
 mod chat_body;
 mod events;
+mod messages_body;
 mod reply;
 mod request;
 mod stream;

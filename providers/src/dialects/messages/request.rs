@@ -1,127 +1,15 @@
-//! The way in: a Messages request body rebuilt as a chat-completions body,
-//! borrowing from the client's bytes.
-//!
-//! Blocks are read as flat structs keyed by their `type` (not as a
-//! serde-tagged enum) because `cache_control` is kept as raw JSON, and
-//! serde cannot hand raw JSON through a tagged or untagged enum; fields
-//! that are a string or a list of blocks are read raw for the same reason
-//! and decoded by their first character.
+//! The way in: a Messages request body (read as `messages_body.rs` types)
+//! rebuilt as a chat-completions body (`chat_body.rs` types).
 
 use super::chat_body::{
     ChatBody, ChatContent, ChatFunctionCall, ChatFunctionDef, ChatImageUrl, ChatMessage,
     ChatNamedFunction, ChatPart, ChatTool, ChatToolCall, ChatToolChoice, StreamOptions,
 };
+use super::messages_body::{BlockIn, MessagesRequest, ToolChoiceIn, ToolIn};
 use crate::chat::to_json;
 use crate::ProviderError;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-
-/// `POST /v1/messages` (and `/v1/messages/count_tokens`), as far as a chat
-/// request can express it. `top_k`, `thinking`, `service_tier` and the
-/// like have no chat equivalent and are not read.
-#[derive(Deserialize)]
-struct MessagesRequest<'a> {
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    #[serde(borrow, default)]
-    system: Option<&'a RawValue>,
-    #[serde(borrow)]
-    messages: Vec<MessageIn<'a>>,
-    #[serde(default)]
-    temperature: Option<f64>,
-    #[serde(default)]
-    top_p: Option<f64>,
-    #[serde(borrow, default)]
-    stop_sequences: Option<Vec<Cow<'a, str>>>,
-    #[serde(borrow, default)]
-    metadata: Option<MetadataIn<'a>>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(borrow, default)]
-    tools: Option<Vec<ToolIn<'a>>>,
-    #[serde(borrow, default)]
-    tool_choice: Option<ToolChoiceIn<'a>>,
-}
-
-#[derive(Deserialize)]
-struct MetadataIn<'a> {
-    #[serde(borrow, default)]
-    user_id: Option<Cow<'a, str>>,
-}
-
-/// One turn: `user` or `assistant`, content a string or blocks (raw).
-#[derive(Deserialize)]
-struct MessageIn<'a> {
-    #[serde(borrow)]
-    role: Cow<'a, str>,
-    #[serde(borrow)]
-    content: &'a RawValue,
-}
-
-/// One content block, every kind's fields side by side.
-#[derive(Deserialize)]
-struct BlockIn<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    source: Option<SourceIn<'a>>,
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    input: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    tool_use_id: Option<Cow<'a, str>>,
-    /// A `tool_result`'s content: a string or blocks (raw).
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    cache_control: Option<&'a RawValue>,
-}
-
-/// An image's `source`: `base64` (media_type, data) or `url`.
-#[derive(Deserialize)]
-struct SourceIn<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    media_type: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    data: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    url: Option<Cow<'a, str>>,
-}
-
-/// A tool definition; `type` absent or `custom` for client tools.
-#[derive(Deserialize)]
-struct ToolIn<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-    #[serde(borrow, default)]
-    description: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    input_schema: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    cache_control: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct ToolChoiceIn<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(default)]
-    disable_parallel_tool_use: Option<bool>,
-}
 
 /// Whether the body is a Messages request (which must say `max_tokens`) or
 /// a `count_tokens` request (which has none).
