@@ -6,10 +6,17 @@
 //! `logprobs`, `seed`, `response_format`, ...) are ignored by translating
 //! adapters. Content kinds no provider here accepts (audio, files) are
 //! refused with [`ProviderError::Unsupported`] rather than dropped silently.
+//!
+//! Prompt-cache markers (`cache_control`, Anthropic's shape, as LiteLLM and
+//! sluice's Messages dialect put them in a chat body) are read on text and
+//! image parts, on tool definitions and on a whole message (meaning: after
+//! the message's last block). They are kept as parsed JSON, not raw, since
+//! parts are a serde-tagged enum, through which raw JSON cannot pass.
 
 use crate::ProviderError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use serde_json::Value;
 use std::borrow::Cow;
 
 /// Serialises a translated request body.
@@ -116,6 +123,10 @@ pub(crate) struct Message<'a> {
     pub tool_call_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,
+    /// A prompt-cache marker on the whole message: applies after its last
+    /// block (content, tool call or tool result).
+    #[serde(default)]
+    pub cache_control: Option<Value>,
 }
 
 impl<'a> Message<'a> {
@@ -126,35 +137,52 @@ impl<'a> Message<'a> {
 
     /// The content as parts, a plain string being one text part.
     pub fn parts(&self) -> Vec<PartRef<'_>> {
+        self.marked_parts().into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// The content as parts, each with its own prompt-cache marker (the
+    /// message's own marker, [`Message::cache_control`], is not included).
+    pub fn marked_parts(&self) -> Vec<(PartRef<'_>, Option<&Value>)> {
         match &self.content {
             None => Vec::new(),
-            Some(Content::Text(t)) => vec![PartRef::Text(t)],
+            Some(Content::Text(t)) => vec![(PartRef::Text(t), None)],
             Some(Content::Parts(parts)) => parts
                 .iter()
                 .map(|p| match p {
-                    Part::Text { text } => PartRef::Text(text),
-                    Part::ImageUrl { image_url } => PartRef::Image(&image_url.url),
-                    Part::Refusal { refusal } => PartRef::Text(refusal),
-                    Part::Other => PartRef::Unsupported,
+                    Part::Text {
+                        text,
+                        cache_control,
+                    } => (PartRef::Text(text), cache_control.as_ref()),
+                    Part::ImageUrl {
+                        image_url,
+                        cache_control,
+                    } => (PartRef::Image(&image_url.url), cache_control.as_ref()),
+                    Part::Refusal { refusal } => (PartRef::Text(refusal), None),
+                    Part::Other => (PartRef::Unsupported, None),
                 })
                 .collect(),
         }
     }
 
-    /// The non-empty text parts of a system message (anything but text refused),
-    /// for providers that take system instructions as text blocks.
-    pub fn system_texts(&self) -> Result<Vec<&str>, ProviderError> {
+    /// The non-empty text parts of a system message (anything but text
+    /// refused), for providers that take system instructions as text
+    /// blocks; each with its prompt-cache marker, the message's own marker
+    /// going on the last text.
+    pub fn marked_system_texts(&self) -> Result<Vec<(&str, Option<&Value>)>, ProviderError> {
         let mut texts = Vec::new();
-        for part in self.parts() {
+        for (part, mark) in self.marked_parts() {
             match part {
                 PartRef::Text("") => {}
-                PartRef::Text(t) => texts.push(t),
+                PartRef::Text(t) => texts.push((t, mark)),
                 PartRef::Image(_) | PartRef::Unsupported => {
                     return Err(ProviderError::Unsupported {
                         detail: "system messages must be text".into(),
                     })
                 }
             }
+        }
+        if let (Some(mark), Some(last)) = (&self.cache_control, texts.last_mut()) {
+            last.1.get_or_insert(mark);
         }
         Ok(texts)
     }
@@ -200,10 +228,14 @@ pub(crate) enum Part<'a> {
     Text {
         #[serde(borrow)]
         text: Cow<'a, str>,
+        #[serde(default)]
+        cache_control: Option<Value>,
     },
     ImageUrl {
         #[serde(borrow)]
         image_url: ImageUrl<'a>,
+        #[serde(default)]
+        cache_control: Option<Value>,
     },
     Refusal {
         #[serde(borrow)]
@@ -305,6 +337,10 @@ impl FunctionCall<'_> {
 pub(crate) struct Tool<'a> {
     #[serde(borrow)]
     pub function: FunctionDef<'a>,
+    /// A prompt-cache marker after this tool's definition (beside
+    /// `function`, as Anthropic's Messages API and LiteLLM put it).
+    #[serde(default)]
+    pub cache_control: Option<Value>,
 }
 
 /// A function the model may call.

@@ -1,5 +1,9 @@
 //! The request: an OpenAI chat request rebuilt as a Messages request,
 //! borrowing from the client's body.
+//!
+//! Prompt-cache markers (`cache_control`) go on the matching block: system
+//! texts, text and image blocks, tool definitions; a marker on a whole chat
+//! message goes on the last block that message became.
 
 use super::MAX_TEMPERATURE;
 use crate::chat::{empty_schema, ChatRequest, Image, PartRef, Role, ToolMode};
@@ -7,6 +11,7 @@ use crate::wire::{push_turn, ContentTurn};
 use crate::ProviderError;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 /// A Messages API request body.
 #[derive(Serialize)]
@@ -37,14 +42,34 @@ struct TextBlock<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<&'a Value>,
 }
 
 /// A user or assistant turn.
 type Turn<'a> = ContentTurn<Block<'a>>;
 
+/// A content block and its prompt-cache marker.
+#[derive(Serialize)]
+struct Block<'a> {
+    #[serde(flatten)]
+    kind: BlockKind<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<&'a Value>,
+}
+
+impl<'a> Block<'a> {
+    fn new(kind: BlockKind<'a>, cache_control: Option<&'a Value>) -> Self {
+        Block {
+            kind,
+            cache_control,
+        }
+    }
+}
+
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum Block<'a> {
+enum BlockKind<'a> {
     Text {
         text: &'a str,
     },
@@ -62,6 +87,14 @@ enum Block<'a> {
     },
 }
 
+/// Puts a whole message's marker on the last block it became (unless that
+/// block has its own).
+fn mark_last<'a>(blocks: &mut [Block<'a>], mark: Option<&'a Value>) {
+    if let (Some(mark), Some(last)) = (mark, blocks.last_mut()) {
+        last.cache_control.get_or_insert(mark);
+    }
+}
+
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ImageSource<'a> {
@@ -75,6 +108,8 @@ struct ToolDef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     input_schema: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_control: Option<&'a Value>,
 }
 
 #[derive(Serialize)]
@@ -93,18 +128,20 @@ struct Metadata<'a> {
 }
 
 /// The content blocks of a user or assistant message.
-fn content_blocks<'a>(parts: Vec<PartRef<'a>>) -> Result<Vec<Block<'a>>, ProviderError> {
+fn content_blocks<'a>(
+    parts: Vec<(PartRef<'a>, Option<&'a Value>)>,
+) -> Result<Vec<Block<'a>>, ProviderError> {
     let mut blocks = Vec::with_capacity(parts.len());
-    for part in parts {
+    for (part, mark) in parts {
         match part {
             PartRef::Text("") => {}
-            PartRef::Text(text) => blocks.push(Block::Text { text }),
+            PartRef::Text(text) => blocks.push(Block::new(BlockKind::Text { text }, mark)),
             PartRef::Image(url) => {
                 let source = match Image::parse(url)? {
                     Image::Base64 { media_type, data } => ImageSource::Base64 { media_type, data },
                     Image::Url(url) => ImageSource::Url { url },
                 };
-                blocks.push(Block::Image { source });
+                blocks.push(Block::new(BlockKind::Image { source }, mark));
             }
             PartRef::Unsupported => {
                 return Err(ProviderError::Unsupported {
@@ -128,27 +165,38 @@ pub(super) fn to_messages<'a>(
     for m in &chat.messages {
         match m.role {
             Role::System | Role::Developer => system.extend(
-                m.system_texts()?
+                m.marked_system_texts()?
                     .into_iter()
-                    .map(|text| TextBlock { kind: "text", text }),
+                    .map(|(text, cache_control)| TextBlock {
+                        kind: "text",
+                        text,
+                        cache_control,
+                    }),
             ),
-            Role::User => push_turn(&mut turns, "user", content_blocks(m.parts())?),
+            Role::User => {
+                let mut blocks = content_blocks(m.marked_parts())?;
+                mark_last(&mut blocks, m.cache_control.as_ref());
+                push_turn(&mut turns, "user", blocks);
+            }
             Role::Assistant => {
-                let mut blocks = content_blocks(m.parts())?;
+                let mut blocks = content_blocks(m.marked_parts())?;
                 for call in m.tool_calls() {
-                    blocks.push(Block::ToolUse {
+                    let kind = BlockKind::ToolUse {
                         id: &call.id,
                         name: &call.function.name,
                         input: call.function.arguments_object()?,
-                    });
+                    };
+                    blocks.push(Block::new(kind, None));
                 }
+                mark_last(&mut blocks, m.cache_control.as_ref());
                 push_turn(&mut turns, "assistant", blocks);
             }
             Role::Tool | Role::Function => {
-                let block = Block::ToolResult {
+                let kind = BlockKind::ToolResult {
                     tool_use_id: m.answered_call_id(),
                     content: m.text()?,
                 };
+                let block = Block::new(kind, m.cache_control.as_ref());
                 push_turn(&mut turns, "user", vec![block]);
             }
         }
@@ -164,6 +212,7 @@ pub(super) fn to_messages<'a>(
                     Some(p) => p,
                     None => empty_schema()?,
                 },
+                cache_control: t.cache_control.as_ref(),
             })
         })
         .collect::<Result<Vec<_>, ProviderError>>()?;

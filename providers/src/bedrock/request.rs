@@ -1,11 +1,17 @@
 //! The request: an OpenAI chat request rebuilt as a Converse request,
 //! borrowing from the client's body.
+//!
+//! Prompt-cache markers (`cache_control` on a part, a tool or a whole
+//! message) become Converse cache points: `{"cachePoint":{"type":"default"}}`
+//! right after the marked block, in the same list (system, message content,
+//! `toolConfig.tools`). Converse has no TTL, so a marker's `ttl` is not sent.
 
 use crate::chat::{empty_schema, ChatRequest, Image, PartRef, Role, ToolMode};
 use crate::wire::{push_turn, ContentTurn};
 use crate::ProviderError;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 /// A Converse request body.
 #[derive(Serialize)]
@@ -13,16 +19,27 @@ use serde_json::value::RawValue;
 pub(super) struct ConverseRequest<'a> {
     messages: Vec<Turn<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    system: Vec<TextOnly<'a>>,
+    system: Vec<SystemBlock<'a>>,
     inference_config: InferenceConfig<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_config: Option<ToolConfig<'a>>,
 }
 
 #[derive(Serialize)]
-struct TextOnly<'a> {
-    text: &'a str,
+#[serde(rename_all = "camelCase")]
+enum SystemBlock<'a> {
+    Text(&'a str),
+    CachePoint(CachePoint),
 }
+
+/// `{"type":"default"}`: the only kind of cache point.
+#[derive(Serialize)]
+struct CachePoint {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+const CACHE_POINT: CachePoint = CachePoint { kind: "default" };
 
 /// A user or assistant turn.
 type Turn<'a> = ContentTurn<Block<'a>>;
@@ -34,6 +51,7 @@ enum Block<'a> {
     Image(ImageBlock<'a>),
     ToolUse(ToolUse<'a>),
     ToolResult(ToolResult<'a>),
+    CachePoint(CachePoint),
 }
 
 #[derive(Serialize)]
@@ -91,8 +109,9 @@ struct ToolConfig<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ToolEntry<'a> {
-    tool_spec: ToolSpec<'a>,
+enum ToolEntry<'a> {
+    ToolSpec(ToolSpec<'a>),
+    CachePoint(CachePoint),
 }
 
 #[derive(Serialize)]
@@ -125,9 +144,11 @@ struct Named<'a> {
     name: &'a str,
 }
 /// The content blocks of a user or assistant message.
-fn blocks_of<'a>(parts: Vec<PartRef<'a>>) -> Result<Vec<Block<'a>>, ProviderError> {
+fn blocks_of<'a>(
+    parts: Vec<(PartRef<'a>, Option<&'a Value>)>,
+) -> Result<Vec<Block<'a>>, ProviderError> {
     let mut out = Vec::with_capacity(parts.len());
-    for part in parts {
+    for (part, mark) in parts {
         match part {
             PartRef::Text("") => {}
             PartRef::Text(t) => out.push(Block::Text(t)),
@@ -152,8 +173,18 @@ fn blocks_of<'a>(parts: Vec<PartRef<'a>>) -> Result<Vec<Block<'a>>, ProviderErro
                 })
             }
         }
+        if mark.is_some() {
+            out.push(Block::CachePoint(CACHE_POINT));
+        }
     }
     Ok(out)
+}
+
+/// A cache point after a whole message's blocks, if it is marked.
+fn mark_end(blocks: &mut Vec<Block<'_>>, mark: Option<&Value>) {
+    if mark.is_some() && !blocks.is_empty() {
+        blocks.push(Block::CachePoint(CACHE_POINT));
+    }
 }
 
 /// The Converse request for `chat`.
@@ -165,11 +196,20 @@ pub(super) fn to_converse<'a>(
     for m in &chat.messages {
         match m.role {
             Role::System | Role::Developer => {
-                system.extend(m.system_texts()?.into_iter().map(|text| TextOnly { text }))
+                for (text, mark) in m.marked_system_texts()? {
+                    system.push(SystemBlock::Text(text));
+                    if mark.is_some() {
+                        system.push(SystemBlock::CachePoint(CACHE_POINT));
+                    }
+                }
             }
-            Role::User => push_turn(&mut turns, "user", blocks_of(m.parts())?),
+            Role::User => {
+                let mut blocks = blocks_of(m.marked_parts())?;
+                mark_end(&mut blocks, m.cache_control.as_ref());
+                push_turn(&mut turns, "user", blocks);
+            }
             Role::Assistant => {
-                let mut blocks = blocks_of(m.parts())?;
+                let mut blocks = blocks_of(m.marked_parts())?;
                 for call in m.tool_calls() {
                     blocks.push(Block::ToolUse(ToolUse {
                         tool_use_id: &call.id,
@@ -177,31 +217,33 @@ pub(super) fn to_converse<'a>(
                         input: call.function.arguments_object()?,
                     }));
                 }
+                mark_end(&mut blocks, m.cache_control.as_ref());
                 push_turn(&mut turns, "assistant", blocks);
             }
             Role::Tool | Role::Function => {
-                let block = Block::ToolResult(ToolResult {
+                let mut blocks = vec![Block::ToolResult(ToolResult {
                     tool_use_id: m.answered_call_id(),
                     content: vec![TextOnlyOwned { text: m.text()? }],
-                });
-                push_turn(&mut turns, "user", vec![block]);
+                })];
+                mark_end(&mut blocks, m.cache_control.as_ref());
+                push_turn(&mut turns, "user", blocks);
             }
         }
     }
     let empty = empty_schema()?;
-    let tools: Vec<ToolEntry<'a>> = chat
-        .tools()
-        .iter()
-        .map(|t| ToolEntry {
-            tool_spec: ToolSpec {
-                name: &t.function.name,
-                description: t.function.description.as_deref(),
-                input_schema: Schema {
-                    json: t.function.parameters.unwrap_or(empty),
-                },
+    let mut tools: Vec<ToolEntry<'a>> = Vec::with_capacity(chat.tools().len());
+    for t in chat.tools() {
+        tools.push(ToolEntry::ToolSpec(ToolSpec {
+            name: &t.function.name,
+            description: t.function.description.as_deref(),
+            input_schema: Schema {
+                json: t.function.parameters.unwrap_or(empty),
             },
-        })
-        .collect();
+        }));
+        if t.cache_control.is_some() {
+            tools.push(ToolEntry::CachePoint(CACHE_POINT));
+        }
+    }
     let tool_choice = match chat.tool_choice.as_ref().map(|c| c.mode()).transpose()? {
         None | Some(ToolMode::None) => None,
         Some(ToolMode::Auto) => Some(Choice::Auto(Empty {})),

@@ -1,6 +1,11 @@
 //! The request: an OpenAI chat request rebuilt as a `generateContent`
 //! request, and an embeddings request as `batchEmbedContents`, borrowing
 //! from the client's body.
+//!
+//! Prompt-cache markers (`cache_control`) are dropped: Gemini caches by
+//! implicit prefix matching or through a separate `cachedContents`
+//! resource created ahead of time, and has no per-block marker to carry
+//! them to.
 
 use crate::chat::{ChatRequest, EmbeddingsRequest, Image, PartRef, Role, ToolMode, EMPTY_SCHEMA};
 use crate::wire::{push_turn, Turn};
