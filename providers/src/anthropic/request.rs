@@ -309,4 +309,37 @@ mod tests {
         );
         assert!(out.get("stream").is_none());
     }
+
+    #[test]
+    fn puts_cache_markers_on_the_matching_blocks() {
+        let eph = json!({"type": "ephemeral"});
+        let out = translate(json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "sys", "cache_control": eph},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "a", "cache_control": eph},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.png"}, "cache_control": eph}]},
+                {"role": "assistant", "content": "b", "tool_calls": [
+                    {"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                 "cache_control": eph},
+                {"role": "tool", "tool_call_id": "t1", "content": "r", "cache_control": eph},
+                {"role": "user", "content": "plain"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": eph}]
+        }));
+        assert_eq!(out["system"][0]["cache_control"], eph);
+        let msgs = out["messages"].as_array().unwrap();
+        assert_eq!(msgs[0]["content"][0]["cache_control"], eph);
+        assert_eq!(msgs[0]["content"][1]["cache_control"], eph);
+        assert!(msgs[1]["content"][0].get("cache_control").is_none());
+        assert_eq!(
+            msgs[1]["content"][1]["cache_control"], eph,
+            "a message's marker goes on its last block"
+        );
+        assert_eq!(msgs[2]["content"][0]["type"], "tool_result");
+        assert_eq!(msgs[2]["content"][0]["cache_control"], eph);
+        assert!(msgs[2]["content"][1].get("cache_control").is_none());
+        assert_eq!(out["tools"][0]["cache_control"], eph);
+    }
 }

@@ -262,3 +262,43 @@ pub(super) fn to_converse<'a>(
         tool_config: (!tools.is_empty()).then_some(ToolConfig { tools, tool_choice }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn puts_a_cache_point_after_each_marked_block() {
+        let eph = json!({"type": "ephemeral"});
+        let body = serde_json::to_vec(&json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": [{"type": "text", "text": "s1", "cache_control": eph},
+                                               {"type": "text", "text": "s2"}]},
+                {"role": "user", "content": "q", "cache_control": eph},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "t1", "content": "r", "cache_control": eph}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": eph},
+                      {"type": "function", "function": {"name": "g"}}]
+        }))
+        .unwrap();
+        let chat = ChatRequest::parse(&body).unwrap();
+        let out: Value =
+            serde_json::from_slice(&serde_json::to_vec(&to_converse(&chat).unwrap()).unwrap())
+                .unwrap();
+        let point = json!({"cachePoint": {"type": "default"}});
+        assert_eq!(
+            out["system"],
+            json!([{"text": "s1"}, point, {"text": "s2"}])
+        );
+        assert_eq!(out["messages"][0]["content"], json!([{"text": "q"}, point]));
+        assert_eq!(out["messages"][2]["content"][1], point);
+        let tools = out["toolConfig"]["tools"].as_array().unwrap();
+        assert_eq!(tools.len(), 3);
+        assert_eq!(tools[1], point);
+        assert_eq!(tools[2]["toolSpec"]["name"], "g");
+    }
+}

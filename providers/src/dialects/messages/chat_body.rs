@@ -60,6 +60,10 @@ pub(super) enum ChatMessage<'a> {
     Tool {
         tool_call_id: &'a str,
         content: String,
+        /// A `tool_result` block's marker, on the whole message (which the
+        /// adapters apply after the tool result).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a RawValue>,
     },
 }
 

@@ -221,6 +221,7 @@ fn push_turn<'a>(
                     .as_deref()
                     .ok_or_else(|| missing("tool_result", "tool_use_id"))?,
                 content: tool_result_text(block.content)?,
+                cache_control: block.cache_control,
             }),
             "thinking" | "redacted_thinking" => {}
             other => {
@@ -402,7 +403,8 @@ mod tests {
                     {"type": "tool_use", "id": "toolu_2", "name": "get", "input": {}}]},
                 {"role": "user", "content": [
                     {"type": "text", "text": "and also"},
-                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "one"},
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "one",
+                     "cache_control": {"type": "ephemeral"}},
                     {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": true,
                      "content": [{"type": "text", "text": "t"}, {"type": "text", "text": "wo"}]}]},
                 {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_3", "name": "get", "input": {}}]}
@@ -434,7 +436,8 @@ mod tests {
         );
         assert_eq!(
             msgs[3],
-            json!({"role": "tool", "tool_call_id": "toolu_1", "content": "one"})
+            json!({"role": "tool", "tool_call_id": "toolu_1", "content": "one",
+                "cache_control": {"type": "ephemeral"}})
         );
         assert_eq!(
             msgs[4],
