@@ -33,6 +33,10 @@ const MAX_WHOLE_BODY: usize = 64 * 1024 * 1024;
 /// returns just what is pending and leaves the ending to the caller's
 /// [`MessagesWriter::close`] or [`super::error_event`]. For a whole
 /// reply, `feed` keeps the body and `finish` returns the Message.
+///
+/// Stream chunks that do not parse are skipped (logged at debug); an
+/// OpenAI error event becomes Anthropic's `event: error` and ends the
+/// stream; only choice 0 is shown (a Message has one).
 #[derive(Debug)]
 pub struct MessagesWriter {
     /// Whether the client asked for SSE (else the body is rewritten whole).
