@@ -1,6 +1,8 @@
 //! The mock upstream server: OpenAI routes here and in `mock_body`, the
 //! other providers' routes in `mock_providers`.
 
+mod responses;
+
 use crate::mock_body::{self, Reply};
 use crate::mock_providers;
 use bytes::Bytes;
@@ -9,6 +11,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,6 +82,9 @@ pub struct MockStats {
     /// When non-zero, every request without its own `x-mock-status` gets this status.
     fail_status: std::sync::atomic::AtomicU16,
     last_request: Mutex<Option<RecordedRequest>>,
+    /// Ids `POST /v1/responses` returned (with `store` on), so a later
+    /// `previous_response_id` can be checked against them.
+    response_ids: Mutex<HashSet<String>>,
 }
 
 impl MockStats {
@@ -109,6 +115,18 @@ impl MockStats {
     pub fn set_fail_status(&self, status: Option<u16>) {
         self.fail_status
             .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Whether the mock returned Responses id `id` earlier (stored).
+    pub fn knows_response(&self, id: &str) -> bool {
+        self.response_ids.lock().is_ok_and(|ids| ids.contains(id))
+    }
+
+    /// Keeps a Responses id the mock returned.
+    pub(crate) fn remember_response(&self, id: &str) {
+        if let Ok(mut ids) = self.response_ids.lock() {
+            ids.insert(id.to_string());
+        }
     }
 
     /// The most recent request, when recording is on.
@@ -276,6 +294,7 @@ async fn handle(
         ("POST", "/v1/chat/completions") => mock_body::chat(&body, plan, stats.clone()),
         ("POST", "/v1/completions") => mock_body::completion(&body, plan, stats.clone()),
         ("POST", "/v1/embeddings") => mock_body::embeddings(&body),
+        ("POST", "/v1/responses") => responses::reply(&body, plan, &hints, stats.clone()),
         ("GET", "/v1/models") => Reply::Json(mock_body::models()),
         _ => return Ok(plain(StatusCode::NOT_FOUND, "mock: no such route")),
     };

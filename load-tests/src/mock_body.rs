@@ -68,7 +68,8 @@ pub(crate) fn content_piece(i: usize) -> String {
     format!("tok{i} ")
 }
 
-fn prompt_tokens(body: &[u8]) -> u64 {
+/// The prompt tokens the mock reports for a request body.
+pub(crate) fn prompt_tokens(body: &[u8]) -> u64 {
     // A deterministic stand-in: one token per four bytes of request.
     (body.len() as u64).div_ceil(4)
 }
