@@ -24,6 +24,7 @@ const USAGE: TokenUsage = TokenUsage {
     prompt_tokens: 1_200,
     completion_tokens: 350,
     cached_prompt_tokens: 1_024,
+    cache_write_tokens: 0,
 };
 
 /// Naive pricing: lower-case the name, drop a provider prefix, then scan every

@@ -94,6 +94,10 @@ pub struct RawPrice {
     /// USD per million cached prompt tokens. Default: `input`.
     #[serde(default)]
     pub cached_input: Option<DecimalText>,
+    /// USD per million prompt tokens written to the provider's prompt cache
+    /// (Anthropic: 1.25x `input`). Default: `input`.
+    #[serde(default)]
+    pub cache_write: Option<DecimalText>,
 }
 
 /// Validated ledger settings.
@@ -156,6 +160,9 @@ fn check_price(p: &RawPrice, at: &str) -> Result<(), ConfigError> {
     decimal(&p.output, "output")?;
     if let Some(c) = &p.cached_input {
         decimal(c, "cached_input")?;
+    }
+    if let Some(w) = &p.cache_write {
+        decimal(w, "cache_write")?;
     }
     Ok(())
 }

@@ -173,6 +173,17 @@ fn bad_listen_address_and_url_are_refused() {
 }
 
 #[test]
+fn price_overrides_take_cache_read_and_write_rates() {
+    let yaml = "pricing:\n  - {model: my-claude, input: '3.00', cached_input: '0.30', cache_write: 3.75, output: '15'}\n";
+    let config = load_str(yaml, &env_of(&[])).unwrap();
+    let price = &config.ledger.pricing[0];
+    assert_eq!(price.cached_input.as_ref().unwrap().0, "0.30");
+    assert_eq!(price.cache_write.as_ref().unwrap().0, "3.75");
+    let err = error_of("pricing:\n  - {model: m, input: '1', output: '1', cache_write: 'dear'}\n");
+    assert!(err.starts_with("pricing[0].cache_write: "), "{err}");
+}
+
+#[test]
 fn invalid_yaml_is_a_syntax_error() {
     let err = load_str("server: [", &env_of(&[])).unwrap_err();
     assert!(matches!(err, ConfigError::Syntax(_)));

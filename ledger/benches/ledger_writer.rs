@@ -36,6 +36,7 @@ fn record(n: u64) -> UsageRecord {
             prompt_tokens: 1200,
             completion_tokens: 300,
             cached_prompt_tokens: 0,
+            cache_write_tokens: 0,
         },
         usage_source: UsageSource::Reported,
         cost_micros: 6000,
@@ -56,8 +57,9 @@ async fn naive_insert(store: &Store, seq: i64, r: &UsageRecord) {
         "INSERT INTO usage_records (node_id, seq, record_id, time_us, request_id, tenant, key_id, \
          model, provider, upstream_model, prompt_tokens, completion_tokens, cached_prompt_tokens, \
          usage_source, cost_micros, priced, latency_ms, ttft_ms, http_status, stream, end_state, \
-         prev_hash, hash, cost_picos, hash_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-         $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
+         prev_hash, hash, cost_picos, hash_version, cache_write_tokens) VALUES ($1, $2, $3, $4, \
+         $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+         $23, $24, $25, $26)",
     )
     .bind("naive")
     .bind(seq)
@@ -83,7 +85,8 @@ async fn naive_insert(store: &Store, seq: i64, r: &UsageRecord) {
     .bind("")
     .bind("")
     .bind(r.cost_picos)
-    .bind(2i64)
+    .bind(3i64)
+    .bind(r.usage.cache_write_tokens as i64)
     .execute(store.pool())
     .await
     .unwrap_or_else(|e| panic!("naive insert: {e}"));

@@ -17,7 +17,8 @@
 //! | version | tag | rows |
 //! | --- | --- | --- |
 //! | 1 | `b"sluice-ledger/v1\n"` | written before costs were kept in pico-dollars (migration `0003` marks them 1) |
-//! | 2 | `b"sluice-ledger/v2\n"` | every row written now ([`HashVersion::CURRENT`]) |
+//! | 2 | `b"sluice-ledger/v2\n"` | written before cache writes were counted (migration `0005` gives them `cache_write_tokens = 0`) |
+//! | 3 | `b"sluice-ledger/v3\n"` | every row written now ([`HashVersion::CURRENT`]) |
 //!
 //! The bytes hashed are, in this order:
 //!
@@ -31,34 +32,38 @@
 //!
 //! | column | encoding | versions |
 //! | --- | --- | --- |
-//! | node_id | text | 1, 2 |
-//! | seq | int | 1, 2 |
-//! | record_id | text | 1, 2 |
-//! | time_us | int | 1, 2 |
-//! | request_id | text | 1, 2 |
-//! | tenant | optional text | 1, 2 |
-//! | key_id | optional text | 1, 2 |
-//! | model | text | 1, 2 |
-//! | provider | text | 1, 2 |
-//! | upstream_model | text | 1, 2 |
-//! | prompt_tokens | int | 1, 2 |
-//! | completion_tokens | int | 1, 2 |
-//! | cached_prompt_tokens | int | 1, 2 |
-//! | usage_source | text (`reported` / `counted`) | 1, 2 |
-//! | cost_micros | int | 1, 2 |
-//! | cost_picos | int | 2 |
-//! | priced | int (0 / 1) | 1, 2 |
-//! | latency_ms | int | 1, 2 |
-//! | ttft_ms | optional int | 1, 2 |
-//! | http_status | int | 1, 2 |
-//! | stream | int (0 / 1) | 1, 2 |
-//! | end_state | text (`completed` / `cancelled` / `broken`) | 1, 2 |
+//! | node_id | text | 1, 2, 3 |
+//! | seq | int | 1, 2, 3 |
+//! | record_id | text | 1, 2, 3 |
+//! | time_us | int | 1, 2, 3 |
+//! | request_id | text | 1, 2, 3 |
+//! | tenant | optional text | 1, 2, 3 |
+//! | key_id | optional text | 1, 2, 3 |
+//! | model | text | 1, 2, 3 |
+//! | provider | text | 1, 2, 3 |
+//! | upstream_model | text | 1, 2, 3 |
+//! | prompt_tokens | int | 1, 2, 3 |
+//! | completion_tokens | int | 1, 2, 3 |
+//! | cached_prompt_tokens | int | 1, 2, 3 |
+//! | cache_write_tokens | int | 3 |
+//! | usage_source | text (`reported` / `counted`) | 1, 2, 3 |
+//! | cost_micros | int | 1, 2, 3 |
+//! | cost_picos | int | 2, 3 |
+//! | priced | int (0 / 1) | 1, 2, 3 |
+//! | latency_ms | int | 1, 2, 3 |
+//! | ttft_ms | optional int | 1, 2, 3 |
+//! | http_status | int | 1, 2, 3 |
+//! | stream | int (0 / 1) | 1, 2, 3 |
+//! | end_state | text (`completed` / `cancelled` / `broken`) | 1, 2, 3 |
 //!
 //! `hash_version` is not itself an encoded column: it picks the tag, so
-//! changing it changes the bytes hashed. A version 1 row's `cost_picos` is
-//! not hashed; migration `0003` derived it as `cost_micros x 1,000,000`
-//! (saturating, [`crate::micros_to_picos`]) and [`crate::Store::verify`]
-//! checks that it still is ([`LedgerRow::unhashed_columns_match`]).
+//! changing it changes the bytes hashed. Columns a row's version does not
+//! hash hold fixed values that [`crate::Store::verify`] checks instead
+//! ([`LedgerRow::unhashed_mismatch`]): a version 1 row's `cost_picos` is
+//! what migration `0003` derived, `cost_micros x 1,000,000` (saturating,
+//! [`crate::micros_to_picos`]); a version 1 or 2 row's `cache_write_tokens`
+//! is 0, migration `0005`'s default (those rows were written before cache
+//! writes were counted).
 //!
 //! The values are exactly the stored column values ([`LedgerRow`]), so a
 //! verifier needs nothing but the table. Hashes are stored as 64 lower-case
@@ -77,17 +82,20 @@ pub enum HashVersion {
     V1,
     /// Version 1 plus `cost_picos`.
     V2,
+    /// Version 2 plus `cache_write_tokens`.
+    V3,
 }
 
 impl HashVersion {
     /// The version new rows are written with.
-    pub const CURRENT: HashVersion = HashVersion::V2;
+    pub const CURRENT: HashVersion = HashVersion::V3;
 
     /// The number stored in the `hash_version` column.
     pub fn number(self) -> i64 {
         match self {
             HashVersion::V1 => 1,
             HashVersion::V2 => 2,
+            HashVersion::V3 => 3,
         }
     }
 
@@ -96,6 +104,7 @@ impl HashVersion {
         match number {
             1 => Some(HashVersion::V1),
             2 => Some(HashVersion::V2),
+            3 => Some(HashVersion::V3),
             _ => None,
         }
     }
@@ -105,6 +114,7 @@ impl HashVersion {
         match self {
             HashVersion::V1 => b"sluice-ledger/v1\n",
             HashVersion::V2 => b"sluice-ledger/v2\n",
+            HashVersion::V3 => b"sluice-ledger/v3\n",
         }
     }
 }
@@ -144,6 +154,9 @@ pub struct LedgerRow {
     pub completion_tokens: i64,
     /// Cached prompt tokens (saturated at `i64::MAX`).
     pub cached_prompt_tokens: i64,
+    /// Prompt tokens written to the provider's cache (saturated at
+    /// `i64::MAX`). Hashed from version 3 on; 0 in older rows.
+    pub cache_write_tokens: i64,
     /// See [`UsageRecord::usage_source`].
     pub usage_source: UsageSource,
     /// See [`UsageRecord::cost_micros`].
@@ -200,6 +213,7 @@ impl LedgerRow {
             prompt_tokens: saturating_i64(record.usage.prompt_tokens),
             completion_tokens: saturating_i64(record.usage.completion_tokens),
             cached_prompt_tokens: saturating_i64(record.usage.cached_prompt_tokens),
+            cache_write_tokens: saturating_i64(record.usage.cache_write_tokens),
             usage_source: record.usage_source,
             cost_micros: record.cost_micros,
             cost_picos: record.cost_picos,
@@ -232,11 +246,15 @@ impl LedgerRow {
         out.int(self.prompt_tokens);
         out.int(self.completion_tokens);
         out.int(self.cached_prompt_tokens);
+        match self.hash_version {
+            HashVersion::V1 | HashVersion::V2 => {}
+            HashVersion::V3 => out.int(self.cache_write_tokens),
+        }
         out.text(self.usage_source.as_str());
         out.int(self.cost_micros);
         match self.hash_version {
             HashVersion::V1 => {}
-            HashVersion::V2 => out.int(self.cost_picos),
+            HashVersion::V2 | HashVersion::V3 => out.int(self.cost_picos),
         }
         out.int(i64::from(self.priced));
         out.int(self.latency_ms);
@@ -253,13 +271,28 @@ impl LedgerRow {
     }
 
     /// Whether the columns the row's encoding leaves out still hold what
-    /// they were derived as: a version 1 row's `cost_picos` must be
-    /// `cost_micros x 1,000,000`, as migration `0003` wrote it. Always true
-    /// for version 2, which hashes every column.
+    /// they were derived as ([`LedgerRow::unhashed_mismatch`] finds none).
     pub fn unhashed_columns_match(&self) -> bool {
+        self.unhashed_mismatch().is_none()
+    }
+
+    /// The first column the row's encoding leaves out that no longer holds
+    /// what it was derived as, described for a report; `None` when all do.
+    /// A version 1 row's `cost_picos` must be `cost_micros x 1,000,000`, as
+    /// migration `0003` wrote it; a version 1 or 2 row's
+    /// `cache_write_tokens` must be 0, as migration `0005` wrote it. Always
+    /// `None` for version 3, which hashes every column.
+    pub fn unhashed_mismatch(&self) -> Option<&'static str> {
+        let picos_derived = self.cost_picos == micros_to_picos(self.cost_micros);
+        let writes_zero = self.cache_write_tokens == 0;
         match self.hash_version {
-            HashVersion::V1 => self.cost_picos == micros_to_picos(self.cost_micros),
-            HashVersion::V2 => true,
+            HashVersion::V1 if !picos_derived => {
+                Some("cost_picos of a version 1 row is not cost_micros x 1000000")
+            }
+            HashVersion::V1 | HashVersion::V2 if !writes_zero => {
+                Some("cache_write_tokens of a version 1 or 2 row is not 0")
+            }
+            HashVersion::V1 | HashVersion::V2 | HashVersion::V3 => None,
         }
     }
 }
@@ -338,6 +371,7 @@ mod tests {
                 prompt_tokens: 10,
                 completion_tokens: 20,
                 cached_prompt_tokens: 0,
+                cache_write_tokens: 0,
             },
             usage_source: UsageSource::Reported,
             cost_micros: 225,
@@ -358,6 +392,13 @@ mod tests {
         }
     }
 
+    fn v2_row() -> LedgerRow {
+        LedgerRow {
+            hash_version: HashVersion::V2,
+            ..sample_row()
+        }
+    }
+
     #[test]
     fn encoding_layout_is_stable() {
         let row = v1_row();
@@ -369,16 +410,26 @@ mod tests {
         assert_eq!(&bytes[53..59], b"node-a");
         assert_eq!(&bytes[59..67], &1i64.to_be_bytes());
         // Pinned digests: changing an encoding must be a deliberate, versioned
-        // act. The v1 digest is the one rows written before v2 carry.
+        // act. The v1 and v2 digests are the ones rows written before v2 and
+        // v3 carry.
         assert_eq!(
             hash_to_hex(&row.hash(&GENESIS_HASH)),
             PINNED_SAMPLE_HASH_V1,
             "canonical encoding v1 changed"
         );
         assert_eq!(
-            hash_to_hex(&sample_row().hash(&GENESIS_HASH)),
+            hash_to_hex(&v2_row().hash(&GENESIS_HASH)),
             PINNED_SAMPLE_HASH_V2,
             "canonical encoding v2 changed"
+        );
+        let v3 = LedgerRow {
+            cache_write_tokens: 3,
+            ..sample_row()
+        };
+        assert_eq!(
+            hash_to_hex(&v3.hash(&GENESIS_HASH)),
+            PINNED_SAMPLE_HASH_V3,
+            "canonical encoding v3 changed"
         );
     }
 
@@ -386,12 +437,13 @@ mod tests {
         "789f7891d1d5522a3317a4ec5fbe96dbac4628a177408cdb71796d3a5a61ca55";
     const PINNED_SAMPLE_HASH_V2: &str =
         "cf3a25b0a37ef4bfe449cb25b1fc0df1d16e8a4c0f1fb4e9d01da3d6b34eb42f";
+    const PINNED_SAMPLE_HASH_V3: &str =
+        "dc647c23314cefc948562ebe5c78a8649ff202e03987e182c2f53c7fa95e0acb";
 
     #[test]
     fn v2_is_v1_with_its_tag_and_cost_picos_after_cost_micros() {
         let v1 = v1_row().canonical_bytes(&GENESIS_HASH);
-        let v2 = sample_row().canonical_bytes(&GENESIS_HASH);
-        assert_eq!(sample_row().hash_version, HashVersion::CURRENT);
+        let v2 = v2_row().canonical_bytes(&GENESIS_HASH);
         assert_eq!(&v2[..17], b"sluice-ledger/v2\n");
         // cost_micros is followed by priced (int) ... end_state; everything
         // after it is 8 + 8 + 1 + 8 + 8 + 8 + (4 + 9) bytes = 54.
@@ -404,12 +456,39 @@ mod tests {
     }
 
     #[test]
+    fn v3_is_v2_with_its_tag_and_cache_write_tokens_after_cached_prompt_tokens() {
+        let row = LedgerRow {
+            cache_write_tokens: 7,
+            ..sample_row()
+        };
+        assert_eq!(row.hash_version, HashVersion::CURRENT);
+        let v2 = LedgerRow {
+            hash_version: HashVersion::V2,
+            ..row.clone()
+        }
+        .canonical_bytes(&GENESIS_HASH);
+        let v3 = row.canonical_bytes(&GENESIS_HASH);
+        assert_eq!(&v3[..17], b"sluice-ledger/v3\n");
+        // cached_prompt_tokens is followed by usage_source (4 + 8 bytes),
+        // cost_micros, cost_picos, then v2's 54-byte tail: 82 bytes.
+        let cut = v2.len() - 82;
+        assert_eq!(
+            &v2[cut - 8..cut],
+            &0i64.to_be_bytes(),
+            "cached_prompt_tokens"
+        );
+        assert_eq!(&v3[17..cut], &v2[17..cut]);
+        assert_eq!(&v3[cut..cut + 8], &7i64.to_be_bytes());
+        assert_eq!(&v3[cut + 8..], &v2[cut..]);
+    }
+
+    #[test]
     fn version_numbers_round_trip() {
-        for version in [HashVersion::V1, HashVersion::V2] {
+        for version in [HashVersion::V1, HashVersion::V2, HashVersion::V3] {
             assert_eq!(HashVersion::from_number(version.number()), Some(version));
         }
         assert_eq!(HashVersion::from_number(0), None);
-        assert_eq!(HashVersion::from_number(3), None);
+        assert_eq!(HashVersion::from_number(4), None);
     }
 
     #[test]
@@ -429,6 +508,45 @@ mod tests {
         };
         assert!(v2.unhashed_columns_match());
         assert_ne!(v2.hash(&GENESIS_HASH), sample_row().hash(&GENESIS_HASH));
+    }
+
+    #[test]
+    fn rows_before_v3_leave_cache_write_tokens_to_the_zero_check() {
+        for old in [v1_row(), v2_row()] {
+            assert_eq!(old.unhashed_mismatch(), None);
+            let edited = LedgerRow {
+                cache_write_tokens: 1,
+                ..old.clone()
+            };
+            assert_eq!(edited.hash(&GENESIS_HASH), old.hash(&GENESIS_HASH));
+            assert_eq!(
+                edited.unhashed_mismatch(),
+                Some("cache_write_tokens of a version 1 or 2 row is not 0")
+            );
+        }
+        // A v1 row's cost_picos is named first.
+        let both = LedgerRow {
+            cache_write_tokens: 1,
+            cost_picos: 0,
+            ..v1_row()
+        };
+        assert!(both.unhashed_mismatch().unwrap().contains("cost_picos"));
+    }
+
+    #[test]
+    fn tampering_cache_write_tokens_of_a_v3_row_changes_its_hash() {
+        let row = LedgerRow {
+            cache_write_tokens: 2_000,
+            ..sample_row()
+        };
+        assert_eq!(row.hash_version, HashVersion::V3);
+        let tampered = LedgerRow {
+            cache_write_tokens: 0,
+            ..row.clone()
+        };
+        assert_ne!(tampered.hash(&GENESIS_HASH), row.hash(&GENESIS_HASH));
+        // v3 hashes every column: nothing is left to the derivation checks.
+        assert_eq!(tampered.unhashed_mismatch(), None);
     }
 
     #[test]
@@ -452,10 +570,12 @@ mod tests {
             |r| r.prompt_tokens += 1,
             |r| r.completion_tokens += 1,
             |r| r.cached_prompt_tokens += 1,
+            |r| r.cache_write_tokens += 1,
             |r| r.usage_source = UsageSource::Counted,
             |r| r.cost_micros += 1,
             |r| r.cost_picos += 1,
             |r| r.hash_version = HashVersion::V1,
+            |r| r.hash_version = HashVersion::V2,
             |r| r.priced = false,
             |r| r.latency_ms += 1,
             |r| r.ttft_ms = None,

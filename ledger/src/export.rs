@@ -135,6 +135,7 @@ mod tests {
             prompt_tokens: 2,
             completion_tokens: 3,
             cached_prompt_tokens: 0,
+            cache_write_tokens: 4,
             cost_picos: 12_390_000,
             unpriced_requests: 0,
         }
@@ -183,10 +184,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests,cost_picos\n\
-             plain,gpt-4o,1,2,3,0,12,0.00001239,0,12390000\n\
-             \"a,b\",\"say \"\"hi\"\"\",1,2,3,0,12,0.00001239,0,12390000\n\
-             ,\"multi\nline\",1,2,3,0,12,0.00001239,0,12390000\n"
+            "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests,cost_picos,cache_write_tokens\n\
+             plain,gpt-4o,1,2,3,0,12,0.00001239,0,12390000,4\n\
+             \"a,b\",\"say \"\"hi\"\"\",1,2,3,0,12,0.00001239,0,12390000,4\n\
+             ,\"multi\nline\",1,2,3,0,12,0.00001239,0,12390000,4\n"
         );
         // The per-chunk encoder produces the same bytes.
         let encoder = CsvEncoder::new(&query);
@@ -226,5 +227,6 @@ mod tests {
         assert_eq!(lines[1]["cost_usd"], "0.00001239");
         assert_eq!(lines[1]["cost_micros"], 12);
         assert_eq!(lines[1]["cost_picos"], "12390000");
+        assert_eq!(lines[1]["cache_write_tokens"], 4);
     }
 }

@@ -118,10 +118,14 @@ impl<'de> Deserialize<'de> for UsdPerMillion {
 /// The price of one model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Price {
-    /// Uncached prompt tokens.
+    /// Prompt tokens neither read from nor written to the provider's cache.
     pub input: UsdPerMillion,
     /// Prompt tokens read from the provider's cache.
     pub cached_input: UsdPerMillion,
+    /// Prompt tokens written to the provider's cache (Anthropic bills its
+    /// 5-minute cache writes at 1.25x `input`). `input` when the table or
+    /// override gives none: an upstream that does not cache is billed plainly.
+    pub cache_write: UsdPerMillion,
     /// Completion tokens.
     pub output: UsdPerMillion,
     /// When the price was taken (`YYYY-MM-DD`); `None` for overrides that gave no date.
@@ -136,6 +140,8 @@ struct PriceEntry {
     input: UsdPerMillion,
     #[serde(default)]
     cached_input: Option<UsdPerMillion>,
+    #[serde(default)]
+    cache_write: Option<UsdPerMillion>,
     output: UsdPerMillion,
     #[serde(default)]
     as_of: Option<String>,
@@ -154,6 +160,7 @@ struct PriceFile {
 ///
 /// ```yaml
 /// - { model: my-finetune, input: "3.00", output: "12.00", as_of: "2025-07-01" }
+/// - { model: my-claude, input: "3.00", cached_input: "0.30", cache_write: "3.75", output: "15.00" }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +172,10 @@ pub struct PriceOverride {
     /// USD per million cached prompt tokens; defaults to `input`.
     #[serde(default)]
     pub cached_input: Option<UsdPerMillion>,
+    /// USD per million prompt tokens written to the provider's cache;
+    /// defaults to `input`.
+    #[serde(default)]
+    pub cache_write: Option<UsdPerMillion>,
     /// USD per million completion tokens.
     pub output: UsdPerMillion,
     /// When the price was taken (`YYYY-MM-DD`), if known.
@@ -216,6 +227,7 @@ impl PriceTable {
             let entry = PriceEntry {
                 input: o.input,
                 cached_input: o.cached_input,
+                cache_write: o.cache_write,
                 output: o.output,
                 as_of: o.as_of.clone(),
             };
@@ -239,6 +251,7 @@ impl PriceTable {
         let price = Price {
             input: entry.input,
             cached_input: entry.cached_input.unwrap_or(entry.input),
+            cache_write: entry.cache_write.unwrap_or(entry.input),
             output: entry.output,
             as_of: entry.as_of,
         };
@@ -356,8 +369,11 @@ impl PriceBook {
 
 /// The exact cost of `usage` at `price`, in pico-dollars (1e-12 USD).
 ///
-/// `cached = min(cached_prompt_tokens, prompt_tokens)`; the uncached rest of
-/// the prompt is billed at `input`, the cached part at `cached_input`, the
+/// The prompt splits into three parts that never add up to more than
+/// `prompt_tokens`: `cached = min(cached_prompt_tokens, prompt_tokens)`,
+/// then `written = min(cache_write_tokens, prompt_tokens - cached)`, and the
+/// rest, `prompt_tokens - cached - written`. The rest is billed at `input`,
+/// the cached part at `cached_input`, the written part at `cache_write`, the
 /// completion at `output`. A price in micro-dollars per million tokens is a
 /// price in pico-dollars per token, so each product is exact; they are
 /// summed in `i128`. Saturates at `i64::MAX` (about 9.2 million dollars, far
@@ -392,13 +408,15 @@ pub fn micros_to_picos(micros: i64) -> i64 {
 
 fn exact_picos(price: &Price, usage: &TokenUsage) -> i128 {
     let cached = usage.cached_prompt_tokens.min(usage.prompt_tokens);
-    let uncached = usage.prompt_tokens - cached;
+    let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
+    let uncached = usage.prompt_tokens - cached - written;
     // Saturating: u64::MAX tokens at i64::MAX prices, three times over,
     // would pass i128::MAX.
     let part =
         |tokens: u64, price: UsdPerMillion| i128::from(tokens).saturating_mul(price.0.into());
     part(uncached, price.input)
         .saturating_add(part(cached, price.cached_input))
+        .saturating_add(part(written, price.cache_write))
         .saturating_add(part(usage.completion_tokens, price.output))
 }
 
@@ -452,13 +470,28 @@ mod tests {
             prompt_tokens: prompt,
             completion_tokens: completion,
             cached_prompt_tokens: cached,
+            cache_write_tokens: 0,
         }
     }
 
+    /// `usage` with `written` of the prompt written to the cache.
+    fn usage_writing(prompt: u64, cached: u64, written: u64, completion: u64) -> TokenUsage {
+        TokenUsage {
+            cache_write_tokens: written,
+            ..usage(prompt, cached, completion)
+        }
+    }
+
+    /// A price whose cache writes cost plain input.
     fn price(input: &str, cached: &str, output: &str) -> Price {
+        price_writing(input, cached, input, output)
+    }
+
+    fn price_writing(input: &str, cached: &str, write: &str, output: &str) -> Price {
         Price {
             input: UsdPerMillion::parse(input).unwrap(),
             cached_input: UsdPerMillion::parse(cached).unwrap(),
+            cache_write: UsdPerMillion::parse(write).unwrap(),
             output: UsdPerMillion::parse(output).unwrap(),
             as_of: None,
         }
@@ -484,12 +517,13 @@ mod tests {
     #[test]
     fn yaml_floats_are_read_as_written() {
         let o: PriceOverride = serde_yaml_ng::from_str(
-            "{model: m, input: 0.075, output: 2, cached_input: \"0.01875\"}",
+            "{model: m, input: 0.075, output: 2, cached_input: \"0.01875\", cache_write: 0.09375}",
         )
         .unwrap();
         assert_eq!(o.input.micros(), 75_000);
         assert_eq!(o.output.micros(), 2_000_000);
         assert_eq!(o.cached_input.unwrap().micros(), 18_750);
+        assert_eq!(o.cache_write.unwrap().micros(), 93_750);
         assert!(
             serde_yaml_ng::from_str::<PriceOverride>("{model: m, input: 1, output: 1, x: 1}")
                 .is_err()
@@ -513,6 +547,56 @@ mod tests {
     }
 
     #[test]
+    fn cost_bills_cache_reads_and_writes_at_their_own_rates() {
+        // claude-sonnet-4: 3.00 in, 0.30 cache read, 3.75 cache write, 15.00 out.
+        let p = price_writing("3.00", "0.30", "3.75", "15.00");
+        // 10,000 prompt tokens: 6,000 read, 3,000 written, 1,000 plain; 700 out.
+        // Picos (= micros per million x tokens):
+        //   1,000 x 3,000,000  =  3,000,000,000
+        //   6,000 x   300,000  =  1,800,000,000
+        //   3,000 x 3,750,000  = 11,250,000,000
+        //     700 x 15,000,000 = 10,500,000,000
+        //                 sum  = 26,550,000,000 (= 26,550 micros)
+        let u = usage_writing(10_000, 6_000, 3_000, 700);
+        assert_eq!(cost_picos(&p, &u), 26_550_000_000);
+        assert_eq!(cost_micros(&p, &u), 26_550);
+        // An odd count: 7 written tokens at 3.75 = 26.25 micros -> 26,250,000
+        // picos exactly, plus 1 plain token (3,000,000): 29.25 micros -> 29.
+        let u = usage_writing(8, 0, 7, 0);
+        assert_eq!(cost_picos(&p, &u), 29_250_000);
+        assert_eq!(cost_micros(&p, &u), 29);
+        // Without a cache_write rate, writes cost plain input.
+        let plain = price("3.00", "0.30", "15.00");
+        assert_eq!(
+            cost_picos(&plain, &usage_writing(10_000, 6_000, 3_000, 700)),
+            cost_picos(&plain, &usage(10_000, 6_000, 700))
+        );
+    }
+
+    #[test]
+    fn cache_reads_and_writes_never_bill_more_than_the_prompt() {
+        let p = price_writing("3.00", "0.30", "3.75", "15.00");
+        // Reads are taken first; writes get at most what is left.
+        assert_eq!(
+            cost_picos(&p, &usage_writing(10, 6, 50, 0)),
+            cost_picos(&p, &usage_writing(10, 6, 4, 0))
+        );
+        assert_eq!(
+            cost_picos(&p, &usage_writing(10, 6, 4, 0)),
+            6 * 300_000 + 4 * 3_750_000
+        );
+        // Reads alone past the prompt leave no room for writes.
+        assert_eq!(
+            cost_picos(&p, &usage_writing(10, 50, 50, 0)),
+            cost_picos(&p, &usage(10, 10, 0))
+        );
+        // Writes alone past the prompt: the whole prompt is written.
+        assert_eq!(cost_picos(&p, &usage_writing(10, 0, 50, 0)), 10 * 3_750_000);
+        let most = usage_writing(u64::MAX, u64::MAX / 3, u64::MAX, u64::MAX);
+        assert_eq!(cost_picos(&p, &most), i64::MAX);
+    }
+
+    #[test]
     fn cost_rounds_once_half_up() {
         let p = price("0.15", "0.075", "0.60");
         // 1 prompt token is 0.15 micros -> 0; 4 are 0.6 -> 1; 10 are 1.5 -> 2 (half up).
@@ -532,6 +616,7 @@ mod tests {
         let dearest = Price {
             input: UsdPerMillion::from_micros(i64::MAX),
             cached_input: UsdPerMillion::from_micros(i64::MAX),
+            cache_write: UsdPerMillion::from_micros(i64::MAX),
             output: UsdPerMillion::from_micros(i64::MAX),
             as_of: None,
         };
@@ -587,6 +672,35 @@ mod tests {
             assert!(
                 price.cached_input <= price.input,
                 "{model}: cache dearer than input"
+            );
+            assert!(
+                price.cache_write >= price.input,
+                "{model}: cache writes cheaper than input"
+            );
+            if !model.starts_with("claude-") {
+                assert_eq!(
+                    price.cache_write, price.input,
+                    "{model}: unexpected cache_write"
+                );
+            }
+        }
+        // Anthropic's 5-minute cache writes: 1.25x input, as its price page
+        // lists them (Claude 3 Haiku's $0.3125 is listed rounded, as $0.30).
+        for (model, write) in [
+            ("claude-opus-4-1", "18.75"),
+            ("claude-opus-4", "18.75"),
+            ("claude-sonnet-4", "3.75"),
+            ("claude-3-7-sonnet", "3.75"),
+            ("claude-3-5-sonnet", "3.75"),
+            ("claude-3-5-haiku", "1.00"),
+            ("claude-3-opus", "18.75"),
+            ("claude-3-haiku", "0.30"),
+        ] {
+            let price = table.lookup(model).unwrap();
+            assert_eq!(
+                price.cache_write,
+                UsdPerMillion::parse(write).unwrap(),
+                "{model}"
             );
         }
         for model in [
@@ -653,6 +767,10 @@ mod tests {
         let table = global.with_overrides(&overrides).unwrap();
         let mine = table.lookup("my-model").unwrap();
         assert_eq!(mine.cached_input, mine.input, "cached defaults to input");
+        assert_eq!(
+            mine.cache_write, mine.input,
+            "cache_write defaults to input"
+        );
         assert_eq!(table.lookup("gpt-4o").unwrap().output.micros(), 1_000_000);
         assert_eq!(global.lookup("gpt-4o").unwrap().output.micros(), 10_000_000);
 

@@ -54,15 +54,22 @@ pub struct UsageRecord {
 /// Token counts of one request, in OpenAI's convention.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
-    /// All prompt (input) tokens, cached ones included (OpenAI's
-    /// `prompt_tokens`). Providers that report cache reads separately
-    /// (Anthropic's `cache_read_input_tokens`) must be added in.
+    /// All prompt (input) tokens, cache reads and writes included (OpenAI's
+    /// `prompt_tokens`). Providers that report cache reads and writes
+    /// separately (Anthropic's `cache_read_input_tokens` and
+    /// `cache_creation_input_tokens`) must be added in.
     pub prompt_tokens: u64,
     /// Completion (output) tokens, reasoning tokens included.
     pub completion_tokens: u64,
     /// The part of `prompt_tokens` read from the provider's prompt cache
     /// (OpenAI's `prompt_tokens_details.cached_tokens`).
     pub cached_prompt_tokens: u64,
+    /// The part of `prompt_tokens` written to the provider's prompt cache
+    /// (Anthropic's `cache_creation_input_tokens`, Bedrock's
+    /// `cacheWriteInputTokens`), billed at [`crate::Price::cache_write`].
+    /// Absent (0) in records spooled before sluice counted cache writes.
+    #[serde(default)]
+    pub cache_write_tokens: u64,
 }
 
 /// Where the token counts of a record come from.

@@ -98,9 +98,10 @@ impl GroupKey {
 }
 
 /// The metric columns of every report row, after the grouped columns.
-/// `cost_picos` came last, after the columns that were there before it, so
-/// readers that go by position still find those where they were.
-pub const METRIC_COLUMNS: [&str; 8] = [
+/// Columns added later come last (`cost_picos`, then `cache_write_tokens`),
+/// after the columns that were there before them, so readers that go by
+/// position still find those where they were.
+pub const METRIC_COLUMNS: [&str; 9] = [
     "requests",
     "prompt_tokens",
     "completion_tokens",
@@ -109,6 +110,7 @@ pub const METRIC_COLUMNS: [&str; 8] = [
     "cost_usd",
     "unpriced_requests",
     "cost_picos",
+    "cache_write_tokens",
 ];
 
 /// A report: a time range `[from_us, to_us)`, the columns to group by and
@@ -187,6 +189,7 @@ impl ReportQuery {
                 // every row (picos / 10^6) * 10^6 + picos % 10^6 = picos.
                 "CAST(COALESCE(SUM(cost_picos / 1000000), 0) AS BIGINT)",
                 "CAST(COALESCE(SUM(cost_picos % 1000000), 0) AS BIGINT)",
+                "CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT)",
             ]
             .map(String::from),
         );
@@ -235,6 +238,7 @@ impl ReportQuery {
             prompt_tokens: row.try_get(base + 1)?,
             completion_tokens: row.try_get(base + 2)?,
             cached_prompt_tokens: row.try_get(base + 3)?,
+            cache_write_tokens: row.try_get(base + 7)?,
             cost_picos: i128::from(whole_micros) * i128::from(PICOS_PER_MICRO)
                 + i128::from(remainder_picos),
             unpriced_requests: row.try_get(base + 4)?,
@@ -250,12 +254,14 @@ pub struct ReportRow {
     pub group: Vec<(GroupKey, Option<String>)>,
     /// Requests.
     pub requests: i64,
-    /// Prompt tokens, cached included.
+    /// Prompt tokens, cache reads and writes included.
     pub prompt_tokens: i64,
     /// Completion tokens.
     pub completion_tokens: i64,
-    /// Cached prompt tokens.
+    /// Prompt tokens read from the provider's cache.
     pub cached_prompt_tokens: i64,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_write_tokens: i64,
     /// Exact cost of the priced requests, in pico-dollars (1e-12 USD): the
     /// sum of every record's `cost_picos`.
     pub cost_picos: i128,
@@ -286,7 +292,7 @@ impl ReportRow {
     }
 
     /// The metric values as text, in [`METRIC_COLUMNS`] order.
-    pub fn metric_fields(&self) -> [String; 8] {
+    pub fn metric_fields(&self) -> [String; 9] {
         [
             self.requests.to_string(),
             self.prompt_tokens.to_string(),
@@ -296,6 +302,7 @@ impl ReportRow {
             self.cost_usd(),
             self.unpriced_requests.to_string(),
             self.cost_picos.to_string(),
+            self.cache_write_tokens.to_string(),
         ]
     }
 }
@@ -318,6 +325,7 @@ impl Serialize for ReportRow {
         map.serialize_entry("cost_usd", &self.cost_usd())?;
         map.serialize_entry("unpriced_requests", &self.unpriced_requests)?;
         map.serialize_entry("cost_picos", &self.cost_picos.to_string())?;
+        map.serialize_entry("cache_write_tokens", &self.cache_write_tokens)?;
         map.end()
     }
 }
@@ -443,7 +451,8 @@ mod tests {
                 "cost_micros",
                 "cost_usd",
                 "unpriced_requests",
-                "cost_picos"
+                "cost_picos",
+                "cache_write_tokens"
             ]
         );
         for key in GroupKey::ALL {
@@ -461,6 +470,7 @@ mod tests {
             prompt_tokens: 0,
             completion_tokens: 0,
             cached_prompt_tokens: 0,
+            cache_write_tokens: 0,
             cost_picos,
             unpriced_requests: 0,
         };
@@ -499,12 +509,13 @@ mod tests {
             prompt_tokens: 10,
             completion_tokens: 5,
             cached_prompt_tokens: 0,
+            cache_write_tokens: 30,
             cost_picos: 1_500_001_390_000,
             unpriced_requests: 1,
         };
         assert_eq!(
             serde_json::to_string(&row).unwrap(),
-            r#"{"tenant":null,"model":"gpt-4o","requests":2,"prompt_tokens":10,"completion_tokens":5,"cached_prompt_tokens":0,"cost_micros":1500001,"cost_usd":"1.50000139","unpriced_requests":1,"cost_picos":"1500001390000"}"#
+            r#"{"tenant":null,"model":"gpt-4o","requests":2,"prompt_tokens":10,"completion_tokens":5,"cached_prompt_tokens":0,"cost_micros":1500001,"cost_usd":"1.50000139","unpriced_requests":1,"cost_picos":"1500001390000","cache_write_tokens":30}"#
         );
         assert_eq!(row.value(GroupKey::Model), Some(Some("gpt-4o")));
         assert_eq!(row.value(GroupKey::Tenant), Some(None));

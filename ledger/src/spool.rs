@@ -4,7 +4,9 @@
 //! one JSON line per record: `{"v":2,"record_id":"…","record":{…}}`. Lines
 //! of version 1 (written before records carried `cost_picos`) are still
 //! read, their `cost_picos` derived from `cost_micros` as migration `0003`
-//! derives it for stored rows.
+//! derives it for stored rows. Lines written before records counted
+//! prompt-cache writes have no `usage.cache_write_tokens` and read it as 0,
+//! as migration `0005` does for stored rows.
 //! Records are appended to the *active* segment (the writer's failed batches
 //! fsync'd per batch; the request path's overflow written at once and
 //! fsync'd by the writer on its next tick). Replay first *seals* the active
@@ -449,6 +451,7 @@ mod tests {
             (pending.record.cost_micros, pending.record.cost_picos),
             (10, 10_000_000)
         );
+        assert_eq!(pending.record.usage.cache_write_tokens, 0);
         // What is written now is version 2 and reads back as written.
         let line = SpoolLine {
             v: LINE_VERSION,
@@ -457,6 +460,31 @@ mod tests {
         let text = serde_json::to_vec(&line).unwrap();
         assert!(text.starts_with(br#"{"v":2,"#));
         assert_eq!(parse_line(&text).unwrap().pending, *pending);
+    }
+
+    #[test]
+    fn lines_from_before_cache_writes_read_them_as_zero_and_new_lines_keep_them() {
+        // A version 2 line as sluice wrote it before usage counted cache writes.
+        let old = r#"{"v":2,"record_id":"r-2","record":{"time_us":1,"request_id":"req-2","tenant":null,"key_id":null,"model":"m","provider":"p","upstream_model":"m","usage":{"prompt_tokens":26,"completion_tokens":0,"cached_prompt_tokens":6},"usage_source":"reported","cost_micros":10,"cost_picos":9000000,"priced":true,"latency_ms":1,"ttft_ms":null,"http_status":200,"stream":false,"end_state":"completed"}}"#;
+        let parsed = parse_line(old.as_bytes()).unwrap();
+        assert_eq!(parsed.v, LINE_VERSION);
+        let usage = parsed.pending.record.usage;
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.cached_prompt_tokens,
+                usage.cache_write_tokens
+            ),
+            (26, 6, 0)
+        );
+        let mut writing = pending(7);
+        writing.record.usage.cache_write_tokens = 20;
+        let line = SpoolLine {
+            v: LINE_VERSION,
+            pending: writing.clone(),
+        };
+        let text = serde_json::to_vec(&line).unwrap();
+        assert_eq!(parse_line(&text).unwrap().pending, writing);
     }
 
     #[test]

@@ -166,13 +166,13 @@ impl Store {
                         Some(ChainProblem::BrokenLink)
                     } else if stored.row.hash(&stored.prev_hash) != stored.hash {
                         Some(ChainProblem::ContentMismatch)
-                    } else if !stored.row.unhashed_columns_match() {
-                        Some(ChainProblem::InvalidRow {
-                            message: "cost_picos of a version 1 row is not cost_micros x 1000000"
-                                .into(),
-                        })
                     } else {
-                        None
+                        stored
+                            .row
+                            .unhashed_mismatch()
+                            .map(|message| ChainProblem::InvalidRow {
+                                message: message.into(),
+                            })
                     };
                     prev = (seq, stored.hash);
                     problem.map(|p| (seq, p))

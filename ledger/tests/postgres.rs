@@ -29,6 +29,8 @@ async fn scenarios_on_postgres() {
     scenario_exact_totals(&url, &dir.path().join("d")).await;
     let url = pg.create_database("upgrade").unwrap();
     scenario_upgrade_from_v1_rows(&url, &dir.path().join("e")).await;
+    let url = pg.create_database("cache_writes").unwrap();
+    scenario_cache_writes_after_v2_rows(&url, &dir.path().join("f")).await;
 }
 
 /// The fault test from the issue: PostgreSQL stops in the middle of 500

@@ -219,3 +219,9 @@ async fn a_ledger_from_before_exact_costs_migrates_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     scenario_upgrade_from_v1_rows(&url_in(&dir), dir.path()).await;
 }
+
+#[tokio::test]
+async fn a_ledger_from_before_cache_writes_migrates_and_prices_them() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario_cache_writes_after_v2_rows(&url_in(&dir), dir.path()).await;
+}

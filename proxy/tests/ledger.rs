@@ -335,7 +335,7 @@ async fn usage_reports_group_and_scope_by_tenant() {
         .starts_with("text/csv"));
     let text = csv.text().await.unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests,cost_picos");
+    assert_eq!(lines[0], "tenant,model,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests,cost_picos,cache_write_tokens");
     assert_eq!(lines.len(), 3, "{text}");
     assert!(
         lines[1].starts_with("acme,mini,2,") && lines[2].starts_with("globex,mini,3,"),

@@ -11,7 +11,7 @@ use crate::settings::Backend;
 use crate::spool::PendingRecord;
 use crate::LedgerError;
 
-/// Rows per INSERT statement: 500 x 25 parameters stays under SQLite's
+/// Rows per INSERT statement: 500 x 26 parameters stays under SQLite's
 /// 32,766 and PostgreSQL's 65,535 bind-parameter limits.
 const ROWS_PER_INSERT: usize = 500;
 
@@ -194,7 +194,7 @@ async fn insert_rows(
         sql.push(')');
     }
     // Arguments gathered in place: `Query::bind` moves the whole query by
-    // value on every call, 25 times a row, which was most of the writer's
+    // value on every call, 26 times a row, which was most of the writer's
     // own CPU.
     let mut args = AnyArguments::default();
     args.reserve(rows.len() * ROW_COLUMN_COUNT, 0);
@@ -224,6 +224,7 @@ async fn insert_rows(
         push(&mut args, hash_to_hex(hash))?;
         push(&mut args, row.cost_picos)?;
         push(&mut args, row.hash_version.number())?;
+        push(&mut args, row.cache_write_tokens)?;
     }
     sqlx::query_with(&sql, args)
         .execute(&mut **tx)

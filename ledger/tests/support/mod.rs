@@ -17,7 +17,9 @@ use sluice_ledger::{
 };
 use sqlx::Row;
 
+mod cache_writes;
 mod upgrade;
+pub use cache_writes::scenario_cache_writes_after_v2_rows;
 pub use upgrade::scenario_upgrade_from_v1_rows;
 
 /// 2025-03-04T00:00:00Z in unix micros.
@@ -45,6 +47,7 @@ pub fn record(n: usize, tenant: Option<&str>, model: &str, time_us: i64) -> Usag
         prompt_tokens: 100 + n as u64,
         completion_tokens: 50,
         cached_prompt_tokens: 0,
+        cache_write_tokens: 0,
     };
     let cost = PriceTable::embedded().unwrap().cost(model, &usage);
     UsageRecord {
@@ -356,22 +359,22 @@ pub async fn scenario_reports(url: &str, dir: &Path) {
         )
     };
     let expected = format!(
-        "tenant,day,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests,cost_picos\n\
-         acme,2025-03-04,2,201,100,0,{a}\n\
-         acme,2025-03-05,1,102,50,0,{m}\n\
-         \"beta, \"\"inc\"\"\",2025-03-04,1,103,50,0,{b}\n\
-         ,2025-03-05,1,104,50,0,0,0.000000,1,0\n",
+        "tenant,day,requests,prompt_tokens,completion_tokens,cached_prompt_tokens,cost_micros,cost_usd,unpriced_requests,cost_picos,cache_write_tokens\n\
+         acme,2025-03-04,2,201,100,0,{a},0\n\
+         acme,2025-03-05,1,102,50,0,{m},0\n\
+         \"beta, \"\"inc\"\"\",2025-03-04,1,103,50,0,{b},0\n\
+         ,2025-03-05,1,104,50,0,0,0.000000,1,0,0\n",
         a = cost(c(0) + c(1)),
         m = cost(mini(2)),
         b = cost(c(3)),
     );
     // 750 + 752.5 µ$, and 45.3 µ$: exact, not rounded per record.
     assert!(
-        expected.contains(",1503,0.0015025,0,1502500000\n"),
+        expected.contains(",1503,0.0015025,0,1502500000,0\n"),
         "{expected}"
     );
     assert!(
-        expected.contains(",45,0.0000453,0,45300000\n"),
+        expected.contains(",45,0.0000453,0,45300000,0\n"),
         "{expected}"
     );
     assert_eq!(String::from_utf8(csv).unwrap(), expected);
@@ -409,6 +412,7 @@ pub fn small_record(n: usize, time_us: i64) -> UsageRecord {
         prompt_tokens: 26,
         completion_tokens: 0,
         cached_prompt_tokens: 0,
+        cache_write_tokens: 0,
     };
     let cost = prices.cost("penny-model", &usage);
     UsageRecord {
@@ -471,7 +475,7 @@ pub async fn scenario_exact_totals(url: &str, dir: &Path) {
     let csv = String::from_utf8(csv).unwrap();
     assert_eq!(
         csv.lines().nth(1),
-        Some("acme,2025-03-04,1000,26000,0,0,10140,0.010140,0,10140000000"),
+        Some("acme,2025-03-04,1000,26000,0,0,10140,0.010140,0,10140000000,0"),
         "{csv}"
     );
 

@@ -1,5 +1,6 @@
-//! Opening a ledger written before costs were exact: migration `0003` on a
-//! database holding rows chained with the version 1 encoding.
+//! Opening a ledger written by an earlier release: migration `0003` on a
+//! database holding rows chained with the version 1 encoding, and migration
+//! `0005` on one holding version 2 rows.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,6 +17,24 @@ use super::{fast_settings, record, rows, small_record, DAY, DAY0};
 /// before migration `0003`: the 23 columns of the old schema, each row
 /// hashed with encoding version 1. Returns their `cost_micros`.
 async fn write_v1_rows(url: &str, node_id: &str, count: usize) -> Vec<i64> {
+    write_old_rows(url, node_id, count, HashVersion::V1).await
+}
+
+/// Inserts `count` chained rows into `node_id`'s chain as sluice wrote them
+/// with encoding `version`: version 1 before migration `0003` (23 columns),
+/// version 2 before migration `0005` (25: `cost_picos` and `hash_version`
+/// added). Returns their `cost_micros`.
+pub(super) async fn write_old_rows(
+    url: &str,
+    node_id: &str,
+    count: usize,
+    version: HashVersion,
+) -> Vec<i64> {
+    let with_picos = match version {
+        HashVersion::V1 => false,
+        HashVersion::V2 => true,
+        HashVersion::V3 => panic!("version 3 rows are written by the ledger itself"),
+    };
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(url).await.unwrap();
     let mut prev = GENESIS_HASH;
@@ -24,43 +43,52 @@ async fn write_v1_rows(url: &str, node_id: &str, count: usize) -> Vec<i64> {
         let seq = n as i64 + 1;
         let old = record(n, Some("acme"), "gpt-4o", DAY0 + n as i64);
         let row = LedgerRow {
-            hash_version: HashVersion::V1,
+            hash_version: version,
             ..LedgerRow::new(node_id, seq, &format!("old-{n}"), &old)
         };
         let hash = row.hash(&prev);
-        sqlx::query(
+        let sql = if with_picos {
+            "INSERT INTO usage_records (node_id, seq, record_id, time_us, request_id, tenant, \
+             key_id, model, provider, upstream_model, prompt_tokens, completion_tokens, \
+             cached_prompt_tokens, usage_source, cost_micros, priced, latency_ms, ttft_ms, \
+             http_status, stream, end_state, prev_hash, hash, cost_picos, hash_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19, $20, $21, $22, $23, $24, $25)"
+        } else {
             "INSERT INTO usage_records (node_id, seq, record_id, time_us, request_id, tenant, \
              key_id, model, provider, upstream_model, prompt_tokens, completion_tokens, \
              cached_prompt_tokens, usage_source, cost_micros, priced, latency_ms, ttft_ms, \
              http_status, stream, end_state, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, \
-             $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
-        )
-        .bind(row.node_id.as_str())
-        .bind(row.seq)
-        .bind(row.record_id.as_str())
-        .bind(row.time_us)
-        .bind(row.request_id.as_str())
-        .bind(row.tenant.as_deref())
-        .bind(row.key_id.as_deref())
-        .bind(row.model.as_str())
-        .bind(row.provider.as_str())
-        .bind(row.upstream_model.as_str())
-        .bind(row.prompt_tokens)
-        .bind(row.completion_tokens)
-        .bind(row.cached_prompt_tokens)
-        .bind(row.usage_source.as_str())
-        .bind(row.cost_micros)
-        .bind(i64::from(row.priced))
-        .bind(row.latency_ms)
-        .bind(row.ttft_ms)
-        .bind(row.http_status)
-        .bind(i64::from(row.stream))
-        .bind(row.end_state.as_str())
-        .bind(hash_to_hex(&prev))
-        .bind(hash_to_hex(&hash))
-        .execute(&pool)
-        .await
-        .unwrap();
+             $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+        };
+        let mut query = sqlx::query(sql)
+            .bind(row.node_id.as_str())
+            .bind(row.seq)
+            .bind(row.record_id.as_str())
+            .bind(row.time_us)
+            .bind(row.request_id.as_str())
+            .bind(row.tenant.as_deref())
+            .bind(row.key_id.as_deref())
+            .bind(row.model.as_str())
+            .bind(row.provider.as_str())
+            .bind(row.upstream_model.as_str())
+            .bind(row.prompt_tokens)
+            .bind(row.completion_tokens)
+            .bind(row.cached_prompt_tokens)
+            .bind(row.usage_source.as_str())
+            .bind(row.cost_micros)
+            .bind(i64::from(row.priced))
+            .bind(row.latency_ms)
+            .bind(row.ttft_ms)
+            .bind(row.http_status)
+            .bind(i64::from(row.stream))
+            .bind(row.end_state.as_str())
+            .bind(hash_to_hex(&prev))
+            .bind(hash_to_hex(&hash));
+        if with_picos {
+            query = query.bind(row.cost_picos).bind(version.number());
+        }
+        query.execute(&pool).await.unwrap();
         prev = hash;
         costs.push(row.cost_micros);
     }
@@ -90,7 +118,8 @@ async fn execute(store: &Store, sql: &str) {
 
 /// A database at schema version 2 with ten version 1 rows is opened by this
 /// release: migrated and backfilled, it verifies; the node's chain goes on
-/// with version 2 rows; edits to `cost_picos` are caught on both versions.
+/// with current (version 3) rows; edits to `cost_picos` are caught on both
+/// versions.
 pub async fn scenario_upgrade_from_v1_rows(url: &str, dir: &Path) {
     create_schema_up_to(url, 2).await.unwrap();
     let old_costs = write_v1_rows(url, "node-u", 10).await;
@@ -107,7 +136,7 @@ pub async fn scenario_upgrade_from_v1_rows(url: &str, dir: &Path) {
     assert!(report.is_intact(), "{:?}", report.breaks);
     store.close().await;
 
-    // The node carries on where its chain ends, now with version 2 rows.
+    // The node carries on where its chain ends, now with version 3 rows.
     let ledger = Ledger::start(fast_settings(url, &dir.join("spool"), "node-u"))
         .await
         .unwrap();
@@ -122,7 +151,7 @@ pub async fn scenario_upgrade_from_v1_rows(url: &str, dir: &Path) {
     assert_eq!(all.len(), 15);
     assert!(all[10..]
         .iter()
-        .all(|&(_, micros, picos, version)| (micros, picos, version) == (10, 10_140_000, 2)));
+        .all(|&(_, micros, picos, version)| (micros, picos, version) == (10, 10_140_000, 3)));
     let report = store.verify().await.unwrap();
     assert!(report.is_intact(), "{:?}", report.breaks);
     assert_eq!(report.chains[0].last_seq, 15);
@@ -137,7 +166,7 @@ pub async fn scenario_upgrade_from_v1_rows(url: &str, dir: &Path) {
         .collect();
     assert_eq!(by_day, [old_picos, 5 * 10_140_000]);
 
-    // Lowering a version 2 row's exact cost breaks its hash.
+    // Lowering a version 3 row's exact cost breaks its hash.
     execute(
         &store,
         "UPDATE usage_records SET cost_picos = cost_picos - 1 WHERE seq = 12",
@@ -166,7 +195,7 @@ pub async fn scenario_upgrade_from_v1_rows(url: &str, dir: &Path) {
     );
     execute(
         &store,
-        "UPDATE usage_records SET hash_version = 2 WHERE seq = 13",
+        "UPDATE usage_records SET hash_version = 3 WHERE seq = 13",
     )
     .await;
 
@@ -193,7 +222,7 @@ pub async fn scenario_upgrade_from_v1_rows(url: &str, dir: &Path) {
     // A hash version this build does not know is reported, not guessed.
     execute(
         &store,
-        "UPDATE usage_records SET hash_version = 3 WHERE seq = 15",
+        "UPDATE usage_records SET hash_version = 4 WHERE seq = 15",
     )
     .await;
     let (seq, problem) = first_break(&store).await.unwrap();

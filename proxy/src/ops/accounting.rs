@@ -87,6 +87,11 @@ fn override_of(p: &RawPrice) -> Result<PriceOverride, sluice_ledger::LedgerError
             .as_ref()
             .map(|c| UsdPerMillion::parse(&c.0))
             .transpose()?,
+        cache_write: p
+            .cache_write
+            .as_ref()
+            .map(|w| UsdPerMillion::parse(&w.0))
+            .transpose()?,
         output: UsdPerMillion::parse(&p.output.0)?,
         as_of: None,
     })
@@ -114,6 +119,7 @@ fn local_model_prices(config: &Config) -> Result<Vec<PriceOverride>, sluice_ledg
                 model,
                 input: UsdPerMillion::parse(&local.price_input.0)?,
                 cached_input: None,
+                cache_write: None,
                 output: UsdPerMillion::parse(&local.price_output.0)?,
                 as_of: None,
             });
@@ -219,6 +225,7 @@ impl Accounting {
             prompt_tokens: prompt,
             completion_tokens: completion,
             cached_prompt_tokens: 0,
+            cache_write_tokens: 0,
         };
         let cost = self.prices.cost(tenant, model, &usage);
         cost.priced.then_some(cost.micros)
@@ -248,6 +255,7 @@ impl Accounting {
                     prompt_tokens: u.prompt_tokens,
                     completion_tokens: u.completion_tokens,
                     cached_prompt_tokens: u.cached_prompt_tokens,
+                    cache_write_tokens: u.cache_write_tokens,
                 },
                 UsageSource::Reported,
             ),
@@ -259,6 +267,7 @@ impl Accounting {
                     ),
                     completion_tokens: count_tokens(done.upstream_model, done.delivered_text),
                     cached_prompt_tokens: 0,
+                    cache_write_tokens: 0,
                 },
                 UsageSource::Counted,
             ),

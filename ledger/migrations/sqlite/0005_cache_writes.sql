@@ -1,0 +1,11 @@
+-- Prompt-cache writes: `cache_write_tokens` is the part of `prompt_tokens`
+-- written to the provider's prompt cache (Anthropic's
+-- `cache_creation_input_tokens`, Bedrock's `cacheWriteInputTokens`), priced at
+-- its own rate. New rows are written with hash version 3 (ledger/src/chain.rs),
+-- which covers it; rows already here keep version 1 or 2, which do not.
+--
+-- Existing rows were written before cache writes were counted (their writes,
+-- if any, were billed as plain input and are part of `prompt_tokens`), so
+-- they get 0; `verify` checks that a version 1 or 2 row still holds exactly
+-- that.
+ALTER TABLE usage_records ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
