@@ -24,6 +24,7 @@
 
 mod access_store;
 pub mod chain;
+mod conversation_store;
 mod counters;
 mod error;
 pub mod export;

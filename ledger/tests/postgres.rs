@@ -31,6 +31,8 @@ async fn scenarios_on_postgres() {
     scenario_upgrade_from_v1_rows(&url, &dir.path().join("e")).await;
     let url = pg.create_database("cache_writes").unwrap();
     scenario_cache_writes_after_v2_rows(&url, &dir.path().join("f")).await;
+    let url = pg.create_database("conversations").unwrap();
+    scenario_stored_conversations(&url).await;
 }
 
 /// The fault test from the issue: PostgreSQL stops in the middle of 500

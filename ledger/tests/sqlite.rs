@@ -225,3 +225,9 @@ async fn a_ledger_from_before_cache_writes_migrates_and_prices_them() {
     let dir = tempfile::tempdir().unwrap();
     scenario_cache_writes_after_v2_rows(&url_in(&dir), dir.path()).await;
 }
+
+#[tokio::test]
+async fn stored_conversations_are_scoped_replaced_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    scenario_stored_conversations(&url_in(&dir)).await;
+}

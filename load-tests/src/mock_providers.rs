@@ -24,6 +24,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) enum ProviderRoute {
     /// `POST /v1/messages`
     Anthropic,
+    /// `POST /v1/messages/count_tokens`
+    AnthropicCountTokens,
     /// `POST /v1beta/models/{model}:generateContent` or `:streamGenerateContent`
     Gemini { model: String, stream: bool },
     /// `POST /v1beta/models/{model}:batchEmbedContents`
@@ -63,6 +65,22 @@ fn marker_value<'a>(body: &'a [u8], marker: &[u8]) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// Prompt-cache counts asked for in the request text (`mock-cache-read:N`,
+/// `mock-cache-write:N`), reported only when the request carries the
+/// format's cache marker (`marker`: `"cache_control"`, `"cachePoint"`), as a
+/// real provider caches only what was marked.
+fn cache_usage(body: &[u8], marker: &[u8]) -> (u64, u64) {
+    if !body.windows(marker.len()).any(|w| w == marker) {
+        return (0, 0);
+    }
+    let count = |m: &[u8]| {
+        marker_value(body, m)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (count(b"mock-cache-read:"), count(b"mock-cache-write:"))
+}
+
 /// A `mock-status:NNN` marker in the request text, if any.
 pub(crate) fn marker_status(body: &[u8]) -> Option<u64> {
     marker_value(body, STATUS_MARKER).and_then(|v| v.parse().ok())
@@ -96,6 +114,9 @@ impl ProviderRoute {
         }
         if path == "/v1/messages" {
             return Some(ProviderRoute::Anthropic);
+        }
+        if path == "/v1/messages/count_tokens" {
+            return Some(ProviderRoute::AnthropicCountTokens);
         }
         if path == "/v1/chat/completions" && hints.tool_call.is_some() {
             return Some(ProviderRoute::OpenAiTool);
@@ -165,7 +186,7 @@ pub(crate) fn error(route: &ProviderRoute, status: StatusCode) -> Response<MockB
     let message = format!("mock upstream returned {status}");
     let s = status.as_u16();
     let body = match route {
-        ProviderRoute::Anthropic => {
+        ProviderRoute::Anthropic | ProviderRoute::AnthropicCountTokens => {
             let kind = match s {
                 400 => "invalid_request_error",
                 401 => "authentication_error",
@@ -234,7 +255,14 @@ pub(crate) fn reply(
     let tool = hints.tool_call.as_deref();
     let prompt = prompt_tokens(body);
     match route {
-        ProviderRoute::Anthropic => anthropic(&req, prompt, plan, tool, stats),
+        ProviderRoute::Anthropic => {
+            let cache = cache_usage(body, b"\"cache_control\"");
+            anthropic(&req, prompt, cache, plan, tool, stats)
+        }
+        // Anthropic's count: the same count the mock bills a prompt at.
+        ProviderRoute::AnthropicCountTokens => {
+            json_response(StatusCode::OK, json!({"input_tokens": prompt}))
+        }
         ProviderRoute::Gemini { model, stream } => {
             gemini(&model, stream, prompt, plan, tool, stats)
         }
@@ -246,7 +274,8 @@ pub(crate) fn reply(
                     json!({"message": "Missing Authentication Token"}),
                 );
             }
-            bedrock(stream, prompt, plan, tool, stats)
+            let cache = cache_usage(body, b"\"cachePoint\"");
+            bedrock(stream, prompt, cache, plan, tool, stats)
         }
         ProviderRoute::Azure {
             endpoint,
@@ -353,6 +382,7 @@ fn openai_tool(
 fn anthropic(
     req: &Value,
     prompt: u64,
+    (read, write): (u64, u64),
     plan: StreamPlan,
     tool: Option<&str>,
     stats: Arc<MockStats>,
@@ -391,13 +421,15 @@ fn anthropic(
             json!({
                 "id": id, "type": "message", "role": "assistant", "model": model, "content": [block],
                 "stop_reason": stop, "stop_sequence": null,
-                "usage": {"input_tokens": prompt, "output_tokens": n}
+                "usage": {"input_tokens": prompt.saturating_sub(read + write), "output_tokens": n,
+                          "cache_read_input_tokens": read, "cache_creation_input_tokens": write}
             }),
         );
     }
     let mut events = vec![
         json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant", "model": model,
-               "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": prompt, "output_tokens": 1}}}),
+               "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": prompt.saturating_sub(read + write), "output_tokens": 1,
+               "cache_read_input_tokens": read, "cache_creation_input_tokens": write}}}),
         match tool {
             Some(name) => {
                 json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": tool_id, "name": name, "input": {}}})
@@ -516,6 +548,7 @@ fn gemini_embed(req: &Value) -> Response<MockBody> {
 fn bedrock(
     stream: bool,
     prompt: u64,
+    (read, write): (u64, u64),
     plan: StreamPlan,
     tool: Option<&str>,
     stats: Arc<MockStats>,
@@ -527,7 +560,9 @@ fn bedrock(
     } else {
         "end_turn"
     };
-    let usage = json!({"inputTokens": prompt, "outputTokens": n, "totalTokens": prompt + n as u64});
+    let usage = json!({"inputTokens": prompt.saturating_sub(read + write), "outputTokens": n,
+                       "cacheReadInputTokens": read, "cacheWriteInputTokens": write,
+                       "totalTokens": prompt + n as u64});
     if !stream {
         let block = match tool {
             Some(name) => {
@@ -658,6 +693,10 @@ mod tests {
         let h = Hints::default();
         let p = |path: &str, q: Option<&str>| ProviderRoute::parse("POST", path, q, &h);
         assert_eq!(p("/v1/messages", None), Some(ProviderRoute::Anthropic));
+        assert_eq!(
+            p("/v1/messages/count_tokens", None),
+            Some(ProviderRoute::AnthropicCountTokens)
+        );
         assert_eq!(
             p(
                 "/v1beta/models/gemini-2.0-flash:streamGenerateContent",

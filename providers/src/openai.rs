@@ -103,6 +103,35 @@ impl OpenAiCompatible {
     }
 }
 
+impl OpenAiCompatible {
+    /// A Responses API request passed through: the client's body with the
+    /// model renamed, to `{base}/responses`, the client's headers too.
+    /// `identity` encoding keeps the reply readable for usage.
+    pub(crate) fn native_responses(
+        &self,
+        body: &Bytes,
+        fields: &RoutingFields,
+        upstream_model: &str,
+    ) -> UpstreamRequest {
+        let mut headers = self.wire_headers.clone();
+        headers.push((
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        ));
+        UpstreamRequest {
+            method: http::Method::POST,
+            path_and_query: format!("{}{RESPONSES_SUFFIX}", self.path_prefix),
+            headers,
+            forward_client_headers: true,
+            body: fields.with_model(body, upstream_model),
+            reply: ReplyContext::new(Endpoint::ChatCompletions, fields, upstream_model),
+        }
+    }
+}
+
+/// The Responses API, below an OpenAI base URL.
+const RESPONSES_SUFFIX: &str = "/responses";
+
 impl WireFormat for OpenAiCompatible {
     fn label(&self) -> &'static str {
         "openai"

@@ -11,6 +11,7 @@
 use crate::anthropic::Anthropic;
 use crate::azure::Azure;
 use crate::bedrock::{self, Bedrock};
+use crate::dialects::ClientDialect;
 use crate::gemini::Gemini;
 use crate::openai::OpenAiCompatible;
 use crate::wire::{ReplyContext, ResponseTranslator, UpstreamRequest, WireFormat};
@@ -130,6 +131,56 @@ impl Provider {
             Provider::Gemini(p) => p.build_request(endpoint, body, fields, upstream_model),
             Provider::Bedrock(p) => p.build_request(endpoint, body, fields, upstream_model),
         }
+    }
+
+    /// The request for a client that speaks `dialect`, when this upstream
+    /// speaks it too (Anthropic: Messages and `count_tokens`; OpenAI: the
+    /// Responses API): the client's `body` untouched but for the model.
+    /// `fields` are read from that body. `None`: translate through chat.
+    pub fn native_request(
+        &self,
+        dialect: ClientDialect,
+        body: &Bytes,
+        fields: &RoutingFields,
+        upstream_model: &str,
+    ) -> Option<UpstreamRequest> {
+        match (self, dialect) {
+            (Provider::Anthropic(p), ClientDialect::Messages | ClientDialect::CountTokens) => {
+                Some(p.native(dialect, body, fields, upstream_model))
+            }
+            (Provider::OpenAi(p), ClientDialect::Responses) => {
+                Some(p.native_responses(body, fields, upstream_model))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this upstream speaks `dialect` itself (then
+    /// [`Provider::native_request`] sends the client's body as is).
+    pub fn speaks(&self, dialect: ClientDialect) -> bool {
+        matches!(
+            (self, dialect),
+            (
+                Provider::Anthropic(_),
+                ClientDialect::Messages | ClientDialect::CountTokens
+            ) | (Provider::OpenAi(_), ClientDialect::Responses)
+        )
+    }
+
+    /// The translator for a reply to a [`Provider::native_request`]: the
+    /// body goes back untouched with the upstream's status, read on the
+    /// side for usage.
+    pub fn native_translator(
+        &self,
+        dialect: ClientDialect,
+        reply: &ReplyContext,
+        status: u16,
+    ) -> ResponseTranslator {
+        let reader = match dialect {
+            ClientDialect::Responses => ResponseTranslator::responses_reader(reply, status),
+            _ => self.response_translator(reply, status),
+        };
+        ResponseTranslator::observed(reader, status)
     }
 
     /// A translator for one response, created when its status is known.

@@ -165,6 +165,22 @@ impl RoutingFields {
         })
     }
 
+    /// `body` with only its model renamed to `upstream_model` (by splicing,
+    /// every other byte as the client sent it): a body in a client
+    /// dialect's own shape going to an upstream that speaks that dialect.
+    pub fn with_model(&self, body: &Bytes, upstream_model: &str) -> Bytes {
+        if upstream_model == self.model {
+            return body.clone();
+        }
+        // A `String` always serialises.
+        let quoted = serde_json::to_string(upstream_model).unwrap_or_default();
+        let mut out = Vec::with_capacity(body.len() + quoted.len());
+        out.extend_from_slice(&body[..self.model_span.start]);
+        out.extend_from_slice(quoted.as_bytes());
+        out.extend_from_slice(&body[self.model_span.end..]);
+        Bytes::from(out)
+    }
+
     /// The body to send upstream, and whether sluice asked for usage on the
     /// client's behalf. Only two edits are ever made, each by splicing so
     /// every other byte stays as the client sent it: the model is renamed to

@@ -108,6 +108,14 @@ pub enum GatewayError {
         /// What kind of record.
         what: &'static str,
     },
+    /// A Responses request continues a response nobody here knows (never
+    /// stored, another tenant's, or expired), and no upstream that keeps
+    /// its own state is in its chain.
+    #[error("Previous response with id '{id}' not found.")]
+    PreviousResponseNotFound {
+        /// The `previous_response_id` sent.
+        id: String,
+    },
     /// The client did not send its request in time.
     #[error("The request was not received in time (waiting for its {phase}).")]
     RequestTimeout {
@@ -190,6 +198,7 @@ impl GatewayError {
             GatewayError::BadFraming { .. } => 400,
             GatewayError::TooManyConnections { .. } => 503,
             GatewayError::StoredRecordInvalid { .. } => 500,
+            GatewayError::PreviousResponseNotFound { .. } => 400,
             GatewayError::StreamNotFound { .. } => 404,
             GatewayError::Queue(_) => 429,
             GatewayError::Ended {
@@ -225,6 +234,7 @@ impl GatewayError {
             GatewayError::BadFraming { .. } => "bad_framing",
             GatewayError::TooManyConnections { .. } => "too_many_connections",
             GatewayError::StoredRecordInvalid { .. } => "stored_record_invalid",
+            GatewayError::PreviousResponseNotFound { .. } => "previous_response_not_found",
             GatewayError::StreamNotFound { .. } => "stream_not_found",
             GatewayError::Queue(QueueError::Full) => "queue_full",
             GatewayError::Queue(QueueError::TimedOut(_)) => "queue_timeout",
@@ -250,7 +260,8 @@ impl GatewayError {
         }
     }
 
-    fn code(&self) -> Option<&'static str> {
+    /// OpenAI's `code` for this failure.
+    pub fn code(&self) -> Option<&'static str> {
         match self {
             GatewayError::Provider(ProviderError::UnknownModel { .. })
             | GatewayError::Provider(ProviderError::MissingModel) => Some("model_not_found"),
@@ -276,6 +287,7 @@ impl GatewayError {
             | GatewayError::BadFraming { .. }
             | GatewayError::TooManyConnections { .. } => Some(self.kind()),
             GatewayError::StoredRecordInvalid { .. } => Some("internal_error"),
+            GatewayError::PreviousResponseNotFound { .. } => Some(self.kind()),
             GatewayError::StreamNotFound { .. }
             | GatewayError::Queue(_)
             | GatewayError::Ended { .. } => Some(self.kind()),
@@ -287,6 +299,7 @@ impl GatewayError {
             GatewayError::Provider(ProviderError::UnknownModel { .. })
             | GatewayError::Provider(ProviderError::MissingModel) => Some("model"),
             GatewayError::Provider(ProviderError::InvalidField { field, .. }) => Some(field),
+            GatewayError::PreviousResponseNotFound { .. } => Some("previous_response_id"),
             _ => None,
         }
     }

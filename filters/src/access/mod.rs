@@ -44,6 +44,8 @@ use std::sync::{Arc, RwLock};
 const PRIORITY_HEADER: &str = "x-sluice-priority";
 /// Azure OpenAI's key header, read when there is no bearer.
 const API_KEY_HEADER: &str = "api-key";
+/// The header Anthropic's SDKs send the key in.
+const ANTHROPIC_KEY_HEADER: &str = "x-api-key";
 
 /// What a tenant shares across its keys.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -169,7 +171,10 @@ impl AccessPolicy {
     pub async fn identify_always(&self, headers: &HeaderMap) -> Result<Arc<KeyEntry>, AccessError> {
         let presented = Authenticator::presented_key(
             headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
-            headers.get(API_KEY_HEADER).map(|v| v.as_bytes()),
+            headers
+                .get(API_KEY_HEADER)
+                .or_else(|| headers.get(ANTHROPIC_KEY_HEADER))
+                .map(|v| v.as_bytes()),
         );
         let now = jiff::Timestamp::now().as_second();
         Ok(self.check(presented, now).await?)
@@ -428,7 +433,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn keys_are_read_from_the_bearer_or_api_key_header() {
+    async fn keys_are_read_from_the_bearer_or_either_api_key_header() {
         let policy = AccessPolicy::new(&settings(vec![acme(vec![key("a")])]), None);
         assert!(policy.required());
         assert_eq!(identified(&policy, "sk-a").await.key_id, "a");
@@ -437,6 +442,12 @@ mod tests {
         assert_eq!(
             policy.identify(&azure).await.unwrap().unwrap().tenant,
             "acme"
+        );
+        let mut anthropic = HeaderMap::new();
+        anthropic.insert(ANTHROPIC_KEY_HEADER, HeaderValue::from_static("sk-a"));
+        assert_eq!(
+            policy.identify(&anthropic).await.unwrap().unwrap().key_id,
+            "a"
         );
         let missing = policy.identify(&HeaderMap::new()).await.unwrap_err();
         assert_eq!(missing, AccessError::Auth(AuthError::Missing));

@@ -47,6 +47,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_exact_cost.sql"),
     ),
     (
+        4,
+        "stored responses",
+        include_str!("../../migrations/sqlite/0004_stored_responses.sql"),
+    ),
+    (
         5,
         "prompt-cache write tokens",
         include_str!("../../migrations/sqlite/0005_cache_writes.sql"),
@@ -69,6 +74,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "exact cost in pico-dollars, hash version per row",
         include_str!("../../migrations/postgres/0003_exact_cost.sql"),
+    ),
+    (
+        4,
+        "stored responses",
+        include_str!("../../migrations/postgres/0004_stored_responses.sql"),
     ),
     (
         5,

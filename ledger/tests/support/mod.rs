@@ -18,8 +18,10 @@ use sluice_ledger::{
 use sqlx::Row;
 
 mod cache_writes;
+mod conversations;
 mod upgrade;
 pub use cache_writes::scenario_cache_writes_after_v2_rows;
+pub use conversations::scenario_stored_conversations;
 pub use upgrade::scenario_upgrade_from_v1_rows;
 
 /// 2025-03-04T00:00:00Z in unix micros.

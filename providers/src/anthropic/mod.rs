@@ -20,6 +20,7 @@ mod response;
 mod stream;
 
 use crate::chat::{to_json, ChatRequest};
+use crate::dialects::ClientDialect;
 use crate::wire::{
     Base, ReplyContext, ReplyFormat, ResponseTranslator, StreamFormat, UpstreamRequest, WireFormat,
 };
@@ -43,6 +44,8 @@ const KEY_HEADER: &str = "x-api-key";
 const VERSION_HEADER: &str = "anthropic-version";
 /// The Messages endpoint, below the base URL.
 const MESSAGES_PATH: &str = "/messages";
+/// The token-counting endpoint, below the base URL.
+const COUNT_TOKENS_PATH: &str = "/messages/count_tokens";
 
 /// How Anthropic replies are read.
 const REPLY: ReplyFormat = ReplyFormat {
@@ -89,6 +92,40 @@ impl Anthropic {
             format!("{}{MESSAGES_PATH}", self.base.path_prefix),
             to_json(&out)?,
         ))
+    }
+}
+
+impl Anthropic {
+    /// A Messages (or `count_tokens`) request from a client that speaks
+    /// Anthropic's API: its body untouched but for the model, so cache
+    /// markers, thinking blocks and tools arrive exactly as sent. The
+    /// client's own headers travel too (`anthropic-beta` among them), less
+    /// credentials; ours set the key and version. `identity` encoding keeps
+    /// the reply readable for usage.
+    pub(crate) fn native(
+        &self,
+        dialect: ClientDialect,
+        body: &Bytes,
+        fields: &RoutingFields,
+        upstream_model: &str,
+    ) -> UpstreamRequest {
+        let path = match dialect {
+            ClientDialect::CountTokens => COUNT_TOKENS_PATH,
+            _ => MESSAGES_PATH,
+        };
+        let mut headers = self.base.headers.clone();
+        headers.push((
+            http::header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        ));
+        UpstreamRequest {
+            method: http::Method::POST,
+            path_and_query: format!("{}{path}", self.base.path_prefix),
+            headers,
+            forward_client_headers: true,
+            body: fields.with_model(body, upstream_model),
+            reply: ReplyContext::new(Endpoint::ChatCompletions, fields, upstream_model),
+        }
     }
 }
 

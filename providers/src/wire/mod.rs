@@ -83,7 +83,7 @@ pub struct ReplyContext {
 impl ReplyContext {
     /// The context of a request to `endpoint` with routing `fields`, sent
     /// to `upstream_model` (usage not asked for on the client's behalf).
-    fn new(endpoint: Endpoint, fields: &RoutingFields, upstream_model: &str) -> Self {
+    pub(crate) fn new(endpoint: Endpoint, fields: &RoutingFields, upstream_model: &str) -> Self {
         ReplyContext {
             endpoint,
             stream: fields.stream,

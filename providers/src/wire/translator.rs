@@ -6,6 +6,8 @@
 use super::stream::{StreamFormat, StreamTranslation};
 use super::ReplyContext;
 use crate::chunk::ChunkWriter;
+use crate::dialects::responses::ResponsesUsage;
+use crate::dialects::DialectWriter;
 use crate::{Endpoint, UpstreamError, UpstreamErrorKind, Usage, UsageTracker};
 use bytes::{Bytes, BytesMut};
 
@@ -48,6 +50,16 @@ pub(crate) struct ReplyFormat {
 pub struct ResponseTranslator {
     status: u16,
     mode: Mode,
+    /// A translated request's client dialect, when not OpenAI chat: what
+    /// `mode` writes in chat shape is rewritten into it.
+    rewrite: Option<Rewrite>,
+}
+
+#[derive(Debug)]
+struct Rewrite {
+    writer: Box<DialectWriter>,
+    /// The content type of the rewritten body.
+    content_type: &'static str,
 }
 
 #[derive(Debug)]
@@ -74,6 +86,13 @@ enum Mode {
     },
     /// A translated stream, rewritten event by event.
     Stream(Box<StreamMode>),
+    /// A reply already in the client's dialect (an upstream that speaks
+    /// it): relayed untouched, read on the side by the provider's own
+    /// translator for usage, delivered text and errors.
+    Observed(Box<ResponseTranslator>),
+    /// A Responses API reply from an OpenAI upstream: relayed untouched,
+    /// its usage read.
+    ResponsesReader(Box<ResponsesUsage>),
 }
 
 #[derive(Debug)]
@@ -105,12 +124,14 @@ impl ResponseTranslator {
                     error: None,
                     keep_openai_body: true,
                 },
+                rewrite: None,
             };
         }
         let sse = (200..300).contains(&status) && reply.stream;
         ResponseTranslator {
             status,
             mode: Mode::Passthrough(UsageTracker::new(sse, reply.strip_usage_chunk)),
+            rewrite: None,
         }
     }
 
@@ -134,7 +155,59 @@ impl ResponseTranslator {
                 usage: None,
             }
         };
-        ResponseTranslator { status, mode }
+        ResponseTranslator {
+            status,
+            mode,
+            rewrite: None,
+        }
+    }
+
+    /// A reply in the client's own dialect, relayed untouched with the
+    /// upstream's status while `reader` (the provider's translator for
+    /// it) reads usage, text and errors on the side.
+    pub(crate) fn observed(reader: ResponseTranslator, status: u16) -> Self {
+        ResponseTranslator {
+            status,
+            mode: Mode::Observed(Box::new(reader)),
+            rewrite: None,
+        }
+    }
+
+    /// Reads a Responses API reply passing through, for its usage.
+    pub(crate) fn responses_reader(reply: &ReplyContext, status: u16) -> Self {
+        let sse = (200..300).contains(&status) && reply.stream;
+        ResponseTranslator {
+            status,
+            mode: Mode::ResponsesReader(Box::new(ResponsesUsage::new(sse))),
+            rewrite: None,
+        }
+    }
+
+    /// The same translator with what it writes (OpenAI chat JSON or SSE)
+    /// rewritten by `writer` into the client's dialect; `stream`: the
+    /// client asked for SSE.
+    pub fn rewritten(mut self, writer: DialectWriter, stream: bool) -> Self {
+        let sse = stream && (200..300).contains(&self.status);
+        self.rewrite = Some(Rewrite {
+            writer: Box::new(writer),
+            content_type: if sse {
+                "text/event-stream"
+            } else {
+                "application/json"
+            },
+        });
+        self
+    }
+
+    /// Ends a rewritten stream sluice stops itself, in the client's
+    /// dialect (`cut`: by its budget); `None` when nothing is rewritten.
+    pub fn close_rewritten(&mut self, cut: bool) -> Option<Bytes> {
+        self.rewrite.as_mut().map(|r| r.writer.close(cut))
+    }
+
+    /// The client dialect's writer, when the reply is rewritten.
+    pub fn dialect_writer(&self) -> Option<&DialectWriter> {
+        self.rewrite.as_ref().map(|r| &*r.writer)
     }
 
     fn error(translate: ErrorReply, upstream_status: u16) -> Self {
@@ -147,6 +220,7 @@ impl ResponseTranslator {
                 error: None,
                 keep_openai_body: false,
             },
+            rewrite: None,
         }
     }
 
@@ -159,8 +233,11 @@ impl ResponseTranslator {
     /// The `content-type` to send, when the body is rewritten (then also
     /// drop the upstream's `content-length`); `None`: keep the upstream's.
     pub fn content_type(&self) -> Option<&'static str> {
+        if let Some(r) = &self.rewrite {
+            return Some(r.content_type);
+        }
         match self.mode {
-            Mode::Passthrough(_) => None,
+            Mode::Passthrough(_) | Mode::Observed(_) | Mode::ResponsesReader(_) => None,
             Mode::Stream(_) => Some("text/event-stream"),
             Mode::Body { .. } | Mode::Error { .. } => Some("application/json"),
         }
@@ -169,6 +246,27 @@ impl ResponseTranslator {
     /// Takes a piece of the upstream body; returns what to send the client
     /// now (possibly nothing).
     pub fn relay(&mut self, chunk: Bytes) -> Bytes {
+        let out = self.relay_chat(chunk);
+        match &mut self.rewrite {
+            Some(r) if !out.is_empty() => r.writer.feed(&out),
+            _ => out,
+        }
+    }
+
+    /// Call when the upstream body has ended; returns the rest to send.
+    pub fn finish(&mut self) -> Bytes {
+        let out = self.finish_chat();
+        match &mut self.rewrite {
+            Some(r) => {
+                let mut rest = BytesMut::from(&r.writer.feed(&out)[..]);
+                rest.extend_from_slice(&r.writer.finish());
+                rest.freeze()
+            }
+            None => out,
+        }
+    }
+
+    fn relay_chat(&mut self, chunk: Bytes) -> Bytes {
         match &mut self.mode {
             Mode::Passthrough(t) => t.relay(chunk),
             Mode::Body { buf, .. } => {
@@ -191,11 +289,18 @@ impl ResponseTranslator {
                 translation.feed(&chunk, writer, out);
                 out.split().freeze()
             }
+            Mode::Observed(reader) => {
+                reader.relay(chunk.clone());
+                chunk
+            }
+            Mode::ResponsesReader(reader) => {
+                reader.observe(&chunk);
+                chunk
+            }
         }
     }
 
-    /// Call when the upstream body has ended; returns the rest to send.
-    pub fn finish(&mut self) -> Bytes {
+    fn finish_chat(&mut self) -> Bytes {
         match &mut self.mode {
             Mode::Passthrough(t) => t.finish(),
             Mode::Body {
@@ -241,6 +346,11 @@ impl ResponseTranslator {
                 translation.finish(writer, out);
                 out.split().freeze()
             }
+            Mode::Observed(reader) => {
+                reader.finish();
+                Bytes::new()
+            }
+            Mode::ResponsesReader(_) => Bytes::new(),
         }
     }
 
@@ -251,6 +361,8 @@ impl ResponseTranslator {
             Mode::Body { usage, .. } => *usage,
             Mode::Error { .. } => None,
             Mode::Stream(s) => s.writer.usage(),
+            Mode::Observed(reader) => reader.usage(),
+            Mode::ResponsesReader(reader) => reader.usage(),
         }
     }
 
@@ -259,6 +371,8 @@ impl ResponseTranslator {
         match &self.mode {
             Mode::Passthrough(t) => t.delivered_text(),
             Mode::Stream(s) => s.writer.delivered_text(),
+            Mode::Observed(reader) => reader.delivered_text(),
+            Mode::ResponsesReader(reader) => reader.delivered_text(),
             Mode::Body { .. } | Mode::Error { .. } => "",
         }
     }
@@ -268,6 +382,8 @@ impl ResponseTranslator {
         match &self.mode {
             Mode::Passthrough(t) => t.saw_done(),
             Mode::Stream(s) => s.writer.done(),
+            Mode::Observed(reader) => reader.saw_done(),
+            Mode::ResponsesReader(reader) => reader.completed(),
             Mode::Body { .. } | Mode::Error { .. } => false,
         }
     }
@@ -278,7 +394,8 @@ impl ResponseTranslator {
         match &self.mode {
             Mode::Error { error, .. } => error.as_ref(),
             Mode::Stream(s) => s.translation.error(),
-            Mode::Passthrough(_) | Mode::Body { .. } => None,
+            Mode::Observed(reader) => reader.upstream_error(),
+            Mode::Passthrough(_) | Mode::Body { .. } | Mode::ResponsesReader(_) => None,
         }
     }
 }

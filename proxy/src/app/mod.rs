@@ -18,7 +18,7 @@ pub mod server;
 
 use crate::admin::AdminContext;
 use crate::downstream::respond::{respond, respond_error};
-use crate::downstream::RequestCtx;
+use crate::downstream::{Dialect, RequestCtx};
 use crate::error::GatewayError;
 use crate::forward::upstream_pool::UpstreamPool;
 use crate::forward::{NamedBackends, Services};
@@ -32,7 +32,8 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use routes::RouteKind;
 use sluice_config::{Config, EdgeLimits};
-use sluice_providers::Router;
+use sluice_providers::dialects::ClientDialect;
+use sluice_providers::{Endpoint, Router};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tracing::Instrument;
@@ -49,6 +50,8 @@ pub struct Gateway {
     ready: Arc<AtomicBool>,
     /// `GET /v1/models`, rendered once from config.
     models_body: Bytes,
+    /// Every listed model's `/v1/models` entry, for keys limited to some.
+    model_entries: Vec<serde_json::Value>,
     /// `GET /docs/llms.txt`, rendered once from the route table.
     docs_body: Bytes,
     /// h2c on, for pingora.
@@ -94,7 +97,7 @@ impl Gateway {
         let router = Router::new(config);
         let model_names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
         let upstreams = UpstreamPool::new(router.targets());
-        let local = router
+        let local: Vec<Option<Arc<dyn crate::forward::LocalBackend>>> = router
             .targets()
             .iter()
             .map(|t| {
@@ -104,7 +107,8 @@ impl Gateway {
                     .map(|(_, backend)| backend.clone())
             })
             .collect();
-        let models_body = render_models(router.listed_models());
+        let model_entries = model_entries(&router, &local);
+        let models_body = render_models(&model_entries, None);
         let mut server_options = HttpServerOptions::default();
         server_options.h2c = true;
         server_options.h2_idle_timeout = Some(config.server.limits.keepalive_timeout);
@@ -139,6 +143,7 @@ impl Gateway {
             model_names,
             ready,
             models_body,
+            model_entries,
             docs_body: Bytes::from(routes::llms_txt()),
             server_options,
             limits: config.server.limits.clone(),
@@ -157,9 +162,21 @@ impl Gateway {
 
     async fn serve(&self, session: &mut ServerSession, route: RouteKind, ctx: &mut RequestCtx) {
         let services = &self.services;
+        ctx.dialect = match route {
+            RouteKind::Messages | RouteKind::CountTokens => Dialect::Messages,
+            RouteKind::Responses => Dialect::Responses,
+            _ => Dialect::OpenAi,
+        };
         let result = match route {
             RouteKind::Forward(endpoint) => {
                 crate::forward::forward(services, session, endpoint, ctx).await
+            }
+            RouteKind::Messages | RouteKind::Responses => {
+                let chat = Endpoint::ChatCompletions;
+                crate::forward::forward(services, session, chat, ctx).await
+            }
+            RouteKind::CountTokens => {
+                Box::pin(crate::forward::count_tokens::serve(services, session, ctx)).await
             }
             RouteKind::Models => self.models(session, ctx).await,
             // Cold paths, boxed so that their (database) futures do not
@@ -281,17 +298,7 @@ impl Gateway {
             .await?;
         let body = match key.as_ref().and_then(|k| k.models.as_ref()) {
             None => self.models_body.clone(),
-            Some(allowed) => {
-                let names: Vec<String> = self
-                    .services
-                    .router
-                    .listed_models()
-                    .iter()
-                    .filter(|m| allowed.contains(m))
-                    .cloned()
-                    .collect();
-                render_models(&names)
-            }
+            Some(allowed) => render_models(&self.model_entries, Some(allowed)),
         };
         respond(session, ctx, 200, "application/json", body).await;
         Ok(())
@@ -509,11 +516,46 @@ fn status_label(status: u16) -> &'static str {
     }
 }
 
-fn render_models(names: &[String]) -> Bytes {
-    let data: Vec<serde_json::Value> = names
+/// Each listed model's `/v1/models` entry: OpenAI's fields, and which
+/// client dialects its first upstream serves `native`ly (the client's body
+/// as sent) or `translated` through chat.
+fn model_entries(
+    router: &Router,
+    local: &[Option<Arc<dyn crate::forward::LocalBackend>>],
+) -> Vec<serde_json::Value> {
+    let how = |native: bool| if native { "native" } else { "translated" };
+    router
+        .listed_models()
         .iter()
         .map(|name| {
-            serde_json::json!({"id": name, "object": "model", "created": 0, "owned_by": "sluice"})
+            let first = router
+                .resolve(name)
+                .ok()
+                .and_then(|route| router.plan(&route).first().map(|c| c.target));
+            let dialects = first.map(|i| {
+                let provider = router.targets()[i].provider();
+                let in_process = local.get(i).is_some_and(Option::is_some);
+                let speaks = |d| !in_process && provider.speaks(d);
+                serde_json::json!({
+                    "chat_completions": how(in_process || provider.is_passthrough()),
+                    "messages": how(speaks(ClientDialect::Messages)),
+                    "responses": how(speaks(ClientDialect::Responses)),
+                })
+            });
+            serde_json::json!({
+                "id": name, "object": "model", "created": 0, "owned_by": "sluice",
+                "dialects": dialects,
+            })
+        })
+        .collect()
+}
+
+/// The `/v1/models` list: every entry, or those whose id is `allowed`.
+fn render_models(entries: &[serde_json::Value], allowed: Option<&[String]>) -> Bytes {
+    let data: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|e| {
+            allowed.is_none_or(|names| names.iter().any(|n| e["id"].as_str() == Some(n.as_str())))
         })
         .collect();
     Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
@@ -525,10 +567,18 @@ mod tests {
 
     #[test]
     fn models_list_has_openai_shape() {
-        let body = render_models(&["a".into(), "b".into()]);
+        let entries = [
+            serde_json::json!({"id": "a", "object": "model"}),
+            serde_json::json!({"id": "b", "object": "model"}),
+        ];
+        let body = render_models(&entries, None);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["object"], "list");
         assert_eq!(v["data"][1]["id"], "b");
         assert_eq!(v["data"][0]["object"], "model");
+        let only_b = render_models(&entries, Some(&["b".to_string()]));
+        let v: serde_json::Value = serde_json::from_slice(&only_b).unwrap();
+        assert_eq!(v["data"].as_array().unwrap().len(), 1);
+        assert_eq!(v["data"][0]["id"], "b");
     }
 }

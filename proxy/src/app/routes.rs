@@ -10,6 +10,12 @@ use sluice_providers::Endpoint;
 pub enum RouteKind {
     /// An OpenAI endpoint forwarded upstream.
     Forward(Endpoint),
+    /// `POST /v1/messages`: Anthropic's Messages API, forwarded.
+    Messages,
+    /// `POST /v1/messages/count_tokens`: Anthropic's token count.
+    CountTokens,
+    /// `POST /v1/responses`: OpenAI's Responses API, forwarded.
+    Responses,
     /// `GET /v1/models`.
     Models,
     /// `GET /health` and `/health/live`.
@@ -41,7 +47,12 @@ impl RouteKind {
             return RouteKind::Streams;
         }
         if method == http::Method::POST {
-            return Endpoint::from_path(path).map_or(RouteKind::Unknown, RouteKind::Forward);
+            return match path.strip_suffix('/').unwrap_or(path) {
+                "/v1/messages" => RouteKind::Messages,
+                "/v1/messages/count_tokens" => RouteKind::CountTokens,
+                "/v1/responses" => RouteKind::Responses,
+                _ => Endpoint::from_path(path).map_or(RouteKind::Unknown, RouteKind::Forward),
+            };
         }
         if method != http::Method::GET && method != http::Method::HEAD {
             return RouteKind::Unknown;
@@ -61,6 +72,9 @@ impl RouteKind {
     pub fn label(self) -> &'static str {
         match self {
             RouteKind::Forward(e) => e.label(),
+            RouteKind::Messages => "messages",
+            RouteKind::CountTokens => "count_tokens",
+            RouteKind::Responses => "responses",
             RouteKind::Models => "models",
             RouteKind::Live => "health",
             RouteKind::Ready => "ready",
@@ -113,6 +127,12 @@ pub const ROUTES: &[RouteDoc] = &[
         "OpenAI legacy text completions."),
     route("POST", "/v1/embeddings", "/v1/embeddings", RouteKind::Forward(Endpoint::Embeddings),
         "OpenAI embeddings."),
+    route("POST", "/v1/responses", "/v1/responses", RouteKind::Responses,
+        "OpenAI's Responses API, streamed or not, with function tools and `previous_response_id`; passed through to OpenAI upstreams, translated for every other (and the built-in engine)."),
+    route("POST", "/v1/messages", "/v1/messages", RouteKind::Messages,
+        "Anthropic's Messages API (key in `x-api-key` or as a bearer), streamed or not, with tools, images and `cache_control`; untouched to Anthropic upstreams, translated for every other. Errors in Anthropic's shape."),
+    route("POST", "/v1/messages/count_tokens", "/v1/messages/count_tokens", RouteKind::CountTokens,
+        "Anthropic's token count: asked of an Anthropic upstream, else estimated."),
     route("GET", "/v1/models", "/v1/models", RouteKind::Models,
         "The models this gateway serves (those the caller's key may use)."),
     route("GET", "/v1/streams", "/v1/streams", RouteKind::Streams,
@@ -146,7 +166,7 @@ pub fn llms_txt() -> String {
         "# sluice\n\n> An OpenAI-compatible LLM gateway: point an OpenAI SDK at it and change nothing else. \
          It authenticates the caller (`Authorization: Bearer <key>`), enforces tenant quotas and budgets, \
          routes each `model` over failover chains, and records every request's tokens and exact cost. \
-         Errors are OpenAI's `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`.\n\n## Endpoints\n\n",
+         Errors are OpenAI's `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`, or Anthropic's on `/v1/messages`.\n\n## Endpoints\n\n",
     );
     for r in ROUTES {
         out.push_str(&format!("- `{} {}`: {}\n", r.method, r.path, r.summary));
@@ -168,6 +188,9 @@ mod tests {
             RouteKind::Forward(Endpoint::ChatCompletions),
             RouteKind::Forward(Endpoint::Completions),
             RouteKind::Forward(Endpoint::Embeddings),
+            RouteKind::Messages,
+            RouteKind::CountTokens,
+            RouteKind::Responses,
             RouteKind::Models,
             RouteKind::Live,
             RouteKind::Ready,
@@ -181,6 +204,9 @@ mod tests {
             // A new kind must be added here (the match makes the compiler ask).
             match kind {
                 RouteKind::Forward(_)
+                | RouteKind::Messages
+                | RouteKind::CountTokens
+                | RouteKind::Responses
                 | RouteKind::Models
                 | RouteKind::Live
                 | RouteKind::Ready

@@ -1,11 +1,15 @@
 //! The client's side of one connection: what a request carries from the
 //! moment its header is read ([`RequestCtx`]), reading its body ([`body`]),
-//! writing answers ([`respond`]), and noticing when the client leaves
-//! ([`watch`]). A leaf: every route handler uses it, it uses none of them.
+//! writing answers ([`respond`]) in the client's [`Dialect`], and noticing
+//! when the client leaves ([`watch`]). A leaf: every route handler uses it,
+//! it uses none of them.
 
 pub mod body;
+pub mod dialect;
 pub mod respond;
 pub mod watch;
+
+pub use dialect::Dialect;
 
 use sluice_filters::RequestId;
 use std::time::{Duration, Instant};
@@ -27,6 +31,8 @@ pub struct RequestCtx {
     pub stream_id: Option<String>,
     /// Longest wait for the next byte of the request body.
     pub body_timeout: Duration,
+    /// The shape the client speaks, known from its route: errors go back in it.
+    pub dialect: Dialect,
 }
 
 impl RequestCtx {
@@ -42,6 +48,7 @@ impl RequestCtx {
             status: 0,
             stream_id: None,
             body_timeout,
+            dialect: Dialect::OpenAi,
         }
     }
 }

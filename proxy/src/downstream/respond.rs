@@ -34,7 +34,8 @@ pub async fn respond(
     respond_with(session, ctx, status, content_type, &[], body).await;
 }
 
-/// Sends `error` as OpenAI's error body with its status and headers.
+/// Sends `error` with its status and headers, its body in the client's
+/// dialect (OpenAI's error shape, or Anthropic's on `/v1/messages`).
 pub async fn respond_error(
     session: &mut ServerSession,
     ctx: &mut RequestCtx,
@@ -47,7 +48,7 @@ pub async fn respond_error(
         error.status(),
         "application/json",
         &headers,
-        error.body(),
+        ctx.dialect.error_body(error),
     )
     .await;
 }

@@ -37,6 +37,9 @@ pub struct Answer<'r> {
     pub reply: ReplyContext,
     /// The model name it was called with.
     pub upstream_model: String,
+    /// Whether it was sent the client's own body (an upstream that speaks
+    /// the client's dialect): its reply then goes back untouched.
+    pub native: bool,
     /// Where the answer's body comes from.
     pub source: AnswerSource,
     /// Attempts made, this one included.
@@ -155,8 +158,17 @@ async fn try_candidates<'r>(
         last_target = Some(candidate.target);
         services.metrics.upstream_attempt(name);
         let provider = target.provider();
-        let outgoing =
-            provider.build_request(ctx.endpoint, &ctx.body, &ctx.fields, upstream_model)?;
+        let native = match (&ctx.native, &services.local[candidate.target]) {
+            (Some(n), None) => {
+                provider.native_request(n.dialect, &n.body, &n.fields, upstream_model)
+            }
+            _ => None,
+        };
+        let is_native = native.is_some();
+        let outgoing = match native {
+            Some(request) => request,
+            None => provider.build_request(ctx.endpoint, &ctx.body, &ctx.fields, upstream_model)?,
+        };
         let sent = Instant::now();
         let remaining = deadline.saturating_duration_since(sent);
         let attempt = exchange::HttpAttempt {
@@ -178,6 +190,7 @@ async fn try_candidates<'r>(
                         provider,
                         reply: outgoing.reply,
                         upstream_model: upstream_model.to_string(),
+                        native: is_native,
                         source,
                         attempts,
                     });

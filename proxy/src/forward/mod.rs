@@ -18,14 +18,14 @@
 //!
 //! Phases take [`Services`], never the whole gateway. Where to add things:
 //! a provider is a file in `providers/`; a client dialect a variant of
-//! [`Dialect`]; an answer source a variant of [`AnswerSource`] (or a
+//! [`Dialect`] with its conversions in `sluice_providers::dialects`; an answer source a variant of [`AnswerSource`] (or a
 //! [`LocalBackend`]); a filter a module in `filters/` called from a phase.
 
 pub mod admit;
 pub mod answer;
 pub mod attempt;
 pub mod attempt_error;
-pub mod dialect;
+pub mod count_tokens;
 pub mod exchange;
 pub mod intake;
 pub mod plan;
@@ -33,11 +33,11 @@ pub mod relay;
 pub mod settle;
 pub mod upstream_pool;
 
+pub use crate::downstream::Dialect;
 pub use crate::ops::engine_metrics::BackendLoad;
 pub use answer::{
     AnswerSource, LocalBackend, LocalControls, LocalFailure, LocalReply, LocalRequest,
 };
-pub use dialect::Dialect;
 
 use crate::downstream::RequestCtx;
 use crate::error::GatewayError;
@@ -47,6 +47,7 @@ use pingora::protocols::http::ServerSession;
 use sluice_filters::{
     AccessPolicy, Caller, Slot, SpendHold, StreamHandle, StreamOwner, StreamRegistry,
 };
+use sluice_providers::dialects::ClientDialect;
 use sluice_providers::{Candidate, Endpoint, Route, Router, RoutingFields};
 use std::sync::Arc;
 use upstream_pool::UpstreamPool;
@@ -103,6 +104,10 @@ pub struct ForwardCtx<'r> {
     pub stream: StreamHandle,
     /// The node slot, when the node is capped (released when dropped).
     pub slot: Option<Slot>,
+    /// The client's own body, when its dialect was converted to chat.
+    pub native: Option<intake::NativeBody>,
+    /// A Responses API request's turn.
+    pub turn: Option<intake::ResponsesTurn>,
 }
 
 impl ForwardCtx<'_> {
@@ -128,9 +133,27 @@ pub async fn forward(
     rctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
     rctx.stream_id = Some(StreamRegistry::mint_id());
-    let intake = intake::intake(services, session, endpoint, rctx.body_timeout).await?;
+    let intake = intake::intake(services, session, endpoint, rctx).await?;
     let caller = admit::admit(services, session, &intake).await?;
     let plan = plan::plan(services, &intake, &caller).await?;
+    if let Some(turn) = intake.turn.as_ref().filter(|t| t.previous_unknown) {
+        // Only an upstream that keeps its own conversations may know it.
+        let keeps_state = plan.candidates.iter().any(|c| {
+            services.local[c.target].is_none()
+                && services.router.targets()[c.target]
+                    .provider()
+                    .speaks(ClientDialect::Responses)
+        });
+        if !keeps_state {
+            return Err(GatewayError::PreviousResponseNotFound {
+                id: turn
+                    .request
+                    .previous_response_id
+                    .clone()
+                    .unwrap_or_default(),
+            });
+        }
+    }
     rctx.model_label = plan.route.model_label.to_string();
     let span = tracing::Span::current();
     if let Some(key) = &caller.key {
@@ -163,6 +186,8 @@ pub async fn forward(
         downgraded_to: plan.downgraded_to,
         stream,
         slot: None,
+        native: intake.native,
+        turn: intake.turn,
     };
     let answer = match attempt::wait_for_answer(services, session, &mut ctx, rctx).await {
         Ok(Some(answer)) => answer,
@@ -178,7 +203,17 @@ pub async fn forward(
         let tail = relayed.tail.take();
         let is_sse = relayed.is_sse;
         let dialect = ctx.dialect;
+        // A stored response must be findable by the time its client has
+        // it whole: the tail waits for the store too.
+        let conversation = settle::conversation_to_store(&ctx, &relayed);
+        let tenant = ctx.tenant().map(str::to_string);
         let durable = settle::settle(services, ctx, relayed, rctx);
+        if let Some((id, items)) = conversation {
+            services
+                .accounting
+                .save_conversation(id, tenant, items)
+                .await;
+        }
         if let Some(tail) = tail {
             let recorded = match durable {
                 Some(ack) => ack.durable().await,

@@ -9,10 +9,10 @@
 
 use super::attempt::Answer;
 use super::attempt_error::{AttemptError, AttemptErrorKind, TimeoutPhase};
-use super::dialect::StreamEnd;
 use super::intake::estimate_tokens;
 use super::AnswerSource;
 use super::{Dialect, ForwardCtx, Services};
+use crate::downstream::dialect::StreamEnd;
 use crate::downstream::respond::{response_header, UnknownLength};
 use crate::downstream::watch::{client_event, ClientEvent};
 use crate::downstream::RequestCtx;
@@ -21,6 +21,9 @@ use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use sluice_filters::{Control, EndCause};
+use sluice_providers::dialects::messages::MessagesWriter;
+use sluice_providers::dialects::responses::ResponsesWriter;
+use sluice_providers::dialects::DialectWriter;
 use sluice_providers::{ResponseTranslator, UpstreamTarget};
 use std::time::Instant;
 
@@ -88,9 +91,7 @@ pub async fn relay<'r>(
     let target = answer.target;
     let name = target.settings.name.as_str();
     ctx.stream.set_target(name);
-    let mut translator = answer
-        .provider
-        .response_translator(&answer.reply, answer.source.status());
+    let mut translator = translator_for(ctx, &answer);
     let framing = UnknownLength::choose(session);
     let header =
         client_response_header(ctx, &answer, &translator, rctx, framing).map_err(|_| {
@@ -154,6 +155,33 @@ pub async fn relay<'r>(
         is_sse,
         tail: tail.filter(|_| completed),
     }))
+}
+
+/// The reply's translator: OpenAI's shape as the provider's adapter writes
+/// it; for another client dialect, rewritten into it, or (from an upstream
+/// that speaks it) relayed untouched and read on the side.
+fn translator_for(ctx: &ForwardCtx<'_>, answer: &Answer<'_>) -> ResponseTranslator {
+    let status = answer.source.status();
+    let Some(dialect) = ctx.dialect.client() else {
+        return answer.provider.response_translator(&answer.reply, status);
+    };
+    if answer.native {
+        return answer
+            .provider
+            .native_translator(dialect, &answer.reply, status);
+    }
+    let stream = ctx.fields.stream;
+    let model = answer.upstream_model.as_str();
+    let writer = match &ctx.turn {
+        Some(turn) => {
+            DialectWriter::Responses(ResponsesWriter::new(stream, &turn.id, model, &turn.request))
+        }
+        None => DialectWriter::Messages(MessagesWriter::new(stream, model)),
+    };
+    answer
+        .provider
+        .response_translator(&answer.reply, status)
+        .rewritten(writer, stream)
 }
 
 /// Sends a strict answer's held tail once its record is durable; when the
@@ -257,7 +285,10 @@ async fn relay_body(
         prompt_estimate: ctx.prompt_estimate,
         is_sse,
         first_byte_at: None,
-        held: services.accounting.strict().then(BytesMut::new),
+        // Held back under strict durability, and while a Responses turn
+        // is stored (its id must work once the client has the answer).
+        held: (services.accounting.strict() || ctx.turn.as_ref().is_some_and(|t| t.request.store))
+            .then(BytesMut::new),
     };
     let outcome = body.run().await;
     (outcome, body.first_byte_at, body.held.map(BytesMut::freeze))
@@ -383,6 +414,7 @@ impl BodyLoop<'_, '_> {
             &end,
             "chatcmpl-sluice-budget-cut",
             &self.answer.upstream_model,
+            self.translator,
         );
         let _ = self.session.write_response_body(closing, true).await;
         Some(RelayOutcome::Ended(EndCause::Budget))
@@ -399,7 +431,7 @@ impl BodyLoop<'_, '_> {
             held.extend_from_slice(&out);
             return Bytes::new();
         }
-        match memchr::memmem::find(&out, b"data: [DONE]") {
+        match memchr::memmem::find(&out, self.dialect.stream_end_marker()) {
             Some(at) => {
                 held.extend_from_slice(&out[at..]);
                 out.slice(..at)
@@ -437,9 +469,12 @@ impl BodyLoop<'_, '_> {
                 reason,
             };
             let id = format!("chatcmpl-{}", self.stream.id());
-            let closing = self
-                .dialect
-                .closing_events(&end, &id, &self.answer.upstream_model);
+            let closing = self.dialect.closing_events(
+                &end,
+                &id,
+                &self.answer.upstream_model,
+                self.translator,
+            );
             let _ = self.session.write_response_body(closing, true).await;
         } else {
             self.session.set_keepalive(None);

@@ -45,6 +45,23 @@ pub fn record_failure(
     });
 }
 
+/// The Responses turn to store, as `(id, items)`, when `ctx` is one with
+/// `store` on, its reply was written by sluice (an upstream that speaks the
+/// Responses API keeps its own) and it completed.
+pub fn conversation_to_store(
+    ctx: &ForwardCtx<'_>,
+    relayed: &Relayed<'_>,
+) -> Option<(String, String)> {
+    let turn = ctx.turn.as_ref().filter(|t| t.request.store)?;
+    if relayed.outcome != RelayOutcome::Completed
+        || !(200..300).contains(&relayed.translator.status())
+    {
+        return None;
+    }
+    let writer = relayed.translator.dialect_writer()?.responses()?;
+    Some((turn.id.clone(), turn.conversation(writer.output_items())))
+}
+
 /// Settles what `relayed` delivered for the request `ctx`.
 pub fn settle(
     services: &Services,

@@ -8,6 +8,7 @@
 //! the writer. [`Accounting::record`] never blocks the request path.
 
 use super::Metrics;
+use crate::error::GatewayError;
 use serde_json::Value;
 use sluice_config::{Config, RawPrice, UpstreamKind};
 use sluice_ledger::{
@@ -61,6 +62,10 @@ pub struct Finished<'a> {
     /// How it ended.
     pub end_state: EndState,
 }
+
+/// How long a stored Responses API response can be continued
+/// (`previous_response_id`): 30 days, as OpenAI keeps them.
+const STORED_RESPONSE_TTL_US: i64 = 30 * 24 * 3600 * 1_000_000;
 
 /// Prices, the ledger writer and its runtime.
 pub struct Accounting {
@@ -362,6 +367,61 @@ impl Accounting {
             }
             out
         })
+    }
+
+    /// The items stored for Responses API response `id` of `tenant`
+    /// (`Ok(None)`: unknown or expired). Runs on the control runtime, where
+    /// the store's pool lives.
+    pub async fn load_conversation(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> Result<Option<String>, GatewayError> {
+        let Some(store) = self.store.clone() else {
+            return Err(GatewayError::LedgerUnavailable);
+        };
+        let (id, tenant) = (id.to_string(), tenant.map(str::to_string));
+        let found = self
+            .control
+            .spawn(async move { store.load_conversation(&id, tenant.as_deref()).await })
+            .await;
+        match found {
+            Ok(Ok(items)) => Ok(items),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "stored responses unreadable");
+                Err(GatewayError::LedgerUnavailable)
+            }
+            Err(_) => Err(GatewayError::LedgerUnavailable),
+        }
+    }
+
+    /// Stores the items of Responses API response `id` for `tenant`;
+    /// resolves once stored (false, logged: it could not be).
+    pub async fn save_conversation(
+        &self,
+        id: String,
+        tenant: Option<String>,
+        items: String,
+    ) -> bool {
+        let Some(store) = self.store.clone() else {
+            return false;
+        };
+        let saved = self
+            .control
+            .spawn(async move {
+                store
+                    .save_conversation(&id, tenant.as_deref(), &items, STORED_RESPONSE_TTL_US)
+                    .await
+            })
+            .await;
+        match saved {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "response not stored for previous_response_id");
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// The report store, when the database was reachable at start.
