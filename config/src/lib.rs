@@ -22,6 +22,7 @@ mod raw_routing;
 mod routing;
 mod secret;
 mod streams;
+mod tls;
 mod validated;
 
 pub use access::{
@@ -42,6 +43,7 @@ pub use presets::{
 pub use routing::{Balance, BreakerSettings, ModelRoute, RouteStep, RouteTarget, RoutingSettings};
 pub use secret::Secret;
 pub use streams::{RawStreams, StreamSettings};
+pub use tls::{CertFiles, RawSniCert, RawTls, ServerTls, SniCert};
 pub use validated::{
     Config, LogFormat, ServerSettings, UpstreamBaseUrl, UpstreamKind, UpstreamSettings,
     WILDCARD_MODEL,

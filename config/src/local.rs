@@ -108,6 +108,7 @@ pub(crate) fn local_settings(
         ("api_key", up.api_key.is_some()),
         ("api_key_file", up.api_key_file.is_some()),
         ("headers", !up.headers.is_empty()),
+        ("ca_file", up.ca_file.is_some()),
         ("api_version", up.api_version.is_some()),
         ("anthropic_version", up.anthropic_version.is_some()),
         ("default_max_tokens", up.default_max_tokens.is_some()),

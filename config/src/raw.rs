@@ -58,8 +58,8 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    /// Address to listen on (HTTP/1.1 and h2c). Default `127.0.0.1:8080`;
-    /// the `--listen` flag overrides it.
+    /// Address to listen on (HTTP/1.1 and h2c, or HTTPS with `tls`).
+    /// Default `127.0.0.1:8080`; the `--listen` flag overrides it.
     #[serde(default = "default_listen")]
     pub listen: String,
     /// Worker threads serving requests. Default: the number of CPUs.
@@ -99,6 +99,10 @@ pub struct RawServer {
     /// Bytes of request header names and values. Default 65536.
     #[serde(default)]
     pub max_header_bytes: Option<usize>,
+    /// HTTPS on `listen`: certificates, SNI, reloading. Default: none
+    /// (plain HTTP). See [`crate::RawTls`].
+    #[serde(default)]
+    pub tls: Option<crate::RawTls>,
 }
 
 impl Default for RawServer {
@@ -116,6 +120,7 @@ impl Default for RawServer {
             max_connections_per_client: None,
             max_headers: None,
             max_header_bytes: None,
+            tls: None,
         }
     }
 }
@@ -227,6 +232,12 @@ pub struct RawUpstream {
     /// Default: free (`input: "0"`, `output: "0"`).
     #[serde(default)]
     pub price: Option<RawLocalPrice>,
+    /// PEM file of the CA certificates that sign this upstream's TLS
+    /// certificate (a private CA); with it, only these are trusted for this
+    /// upstream, in place of the system's roots. `https` base URLs only.
+    /// Default: none (the system's roots; verification is always on).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Milliseconds to establish the TCP (and TLS) connection. Default 5000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,

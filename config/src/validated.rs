@@ -44,6 +44,8 @@ pub struct ServerSettings {
     pub log_format: LogFormat,
     /// Deadlines and caps that protect the edge.
     pub limits: crate::EdgeLimits,
+    /// HTTPS on the listener; `None`: plain HTTP.
+    pub tls: Option<crate::ServerTls>,
 }
 
 /// Log line format.
@@ -114,6 +116,9 @@ pub struct UpstreamSettings {
     pub total_timeout: Option<Duration>,
     /// File the API key is read from (and re-read when it changes).
     pub api_key_file: Option<std::path::PathBuf>,
+    /// The only CA certificates trusted for this upstream's TLS; `None`:
+    /// the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A parsed `base_url`.
@@ -291,6 +296,12 @@ impl Config {
                 RawLogFormat::Json => LogFormat::Json,
             },
             limits,
+            tls: raw
+                .server
+                .tls
+                .as_ref()
+                .map(crate::ServerTls::from_raw)
+                .transpose()?,
         };
 
         let mut upstreams = Vec::with_capacity(raw.upstreams.len());
@@ -352,12 +363,22 @@ impl Config {
                     return Err(ConfigError::validation(at(key), "must be at least 1"));
                 }
             }
+            if let Some(path) = &up.ca_file {
+                if !base_url.tls {
+                    return Err(ConfigError::validation(
+                        at("ca_file"),
+                        "applies to an https base_url only",
+                    ));
+                }
+                crate::tls::readable(path, &at("ca_file"))?;
+            }
             upstreams.push(UpstreamSettings {
                 name,
                 kind,
                 base_url,
                 api_key,
                 api_key_file: up.api_key_file.clone(),
+                ca_file: up.ca_file.clone(),
                 total_timeout: up
                     .total_timeout_ms
                     .filter(|ms| *ms > 0)
