@@ -15,6 +15,8 @@
 //! - [`downstream`]: the client's side of a connection (body, answers,
 //!   disconnects); [`error`]: the one mapping to OpenAI's error body.
 //!   Access policy (keys, quotas, budgets) lives in `sluice_filters`.
+//! - [`tls`]: the listener's certificates (SNI, rotation) and upstream CA
+//!   roots.
 //! - [`ops`]: metrics, accounting, alerts, logging, the control runtime;
 //!   [`cli`]: the command line.
 //!
@@ -31,6 +33,7 @@ pub mod forward;
 pub mod local;
 pub mod ops;
 pub mod streams;
+pub mod tls;
 
 pub use app::server::{run, StartupError};
 pub use app::Gateway;

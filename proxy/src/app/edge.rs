@@ -6,7 +6,8 @@
 //!   is answered 503 with `retry-after` and closed.
 //! - **Deadlines**: a connection must send its first byte (and, with h2c,
 //!   the HTTP/2 preface) within `server.header_timeout_ms`, or it is
-//!   answered 408; an idle keep-alive connection is closed after
+//!   answered 408; with `server.tls`, it must finish the TLS handshake
+//!   within the same time, or it is closed; an idle keep-alive connection is closed after
 //!   `server.keepalive_timeout_s`; the header deadline itself is the
 //!   gateway's ([`Gateway::serve_one`]).
 //!
@@ -14,14 +15,18 @@
 //! possible h2c preface with no deadline, so a client sending fewer bytes
 //! was held forever; this layer sniffs the protocol from the first bytes
 //! under a deadline, runs HTTP/1.1 keep-alive itself, and hands HTTP/2
-//! connections to pingora's once the preface is already buffered.
+//! connections to pingora's once the preface is already buffered. With
+//! TLS the edge runs the handshake (see [`crate::tls`] for why not
+//! pingora's listener) and ALPN, not sniffing, picks h2 or HTTP/1.1.
 
 use super::{Gateway, Reuse};
 use crate::downstream::respond::raw_error;
 use crate::error::GatewayError;
 use crate::ops::Metrics;
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora::apps::ServerApp;
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
@@ -47,6 +52,8 @@ pub struct Edge {
     h2c: bool,
     gate: ConnectionGate,
     metrics: Arc<Metrics>,
+    /// `server.tls`: the handshake every admitted connection goes through.
+    tls: Option<Arc<Acceptor>>,
 }
 
 impl Edge {
@@ -59,6 +66,42 @@ impl Edge {
             gate: ConnectionGate::new(&limits, metrics.edge.open.clone()),
             limits,
             metrics,
+            tls: None,
+        }
+    }
+
+    /// Serves HTTPS: every connection's TLS handshake through `acceptor`.
+    pub fn with_tls(mut self, acceptor: Option<Arc<Acceptor>>) -> Self {
+        self.tls = acceptor;
+        self
+    }
+
+    /// Runs the TLS handshake on a plain TCP connection under the header
+    /// deadline; `None` when it failed or was too slow (counted, closed).
+    async fn handshake(&self, acceptor: &Acceptor, stream: Stream) -> Option<Stream> {
+        let failures = &self.metrics.edge.tls_handshake_failures;
+        // The listener is plain TCP (`Service::add_tcp`), so this is pingora's
+        // L4 stream; the acceptor needs the concrete type.
+        let Ok(tcp) = stream
+            .into_any()
+            .downcast::<pingora::protocols::l4::stream::Stream>()
+        else {
+            tracing::error!("TLS configured on a listener that is not plain TCP");
+            return None;
+        };
+        match tokio::time::timeout(self.limits.header_timeout, acceptor.tls_handshake(*tcp)).await
+        {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                failures.with_label_values(&["error"]).inc();
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                failures.with_label_values(&["timeout"]).inc();
+                tracing::debug!("TLS handshake timed out");
+                None
+            }
         }
     }
 
@@ -91,11 +134,13 @@ impl Edge {
             settings,
         }) = next
         {
+            let mut prefix = prefix;
             if prefix.as_ref().is_none_or(|p| p.is_empty()) {
                 // Nothing buffered: wait (bounded) for the next request's first byte.
                 let idle = self.limits.keepalive_timeout;
-                match tokio::time::timeout(idle, stream.try_peek(&mut [0u8; 1])).await {
-                    Ok(Ok(_)) => {}
+                match tokio::time::timeout(idle, next_byte(&mut stream)).await {
+                    Ok(Ok(None)) => {}
+                    Ok(Ok(Some(byte))) => prefix = Some(BytesMut::from(&[byte][..])),
                     // Closed by the client, or idle too long: close quietly,
                     // as keep-alive allows.
                     Ok(Err(_)) | Err(_) => return,
@@ -137,6 +182,9 @@ impl ServerApp for Edge {
             }
         };
 
+        if let Some(acceptor) = &self.tls {
+            stream = self.handshake(acceptor, stream).await?;
+        }
         let h2 = if stream.get_ssl_digest().is_some() {
             matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
         } else {
@@ -168,6 +216,21 @@ impl ServerApp for Edge {
 
     async fn cleanup(&self) {
         ServerApp::cleanup(&*self.gateway).await;
+    }
+}
+
+/// Waits for the next request's first byte on a kept-alive connection:
+/// peeked where the stream allows (plain TCP: `None`, the byte stays in the
+/// stream), else read and returned (TLS cannot un-read decrypted bytes; the
+/// caller hands the byte on as the next request's prefix).
+async fn next_byte(stream: &mut Stream) -> std::io::Result<Option<u8>> {
+    let mut byte = [0u8; 1];
+    if stream.try_peek(&mut byte).await? {
+        return Ok(None);
+    }
+    match stream.read(&mut byte).await? {
+        0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        _ => Ok(Some(byte[0])),
     }
 }
 

@@ -26,6 +26,10 @@ pub enum StartupError {
     /// A runtime thread could not start.
     #[error("cannot start the control runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// A certificate, key or CA file of `server.tls` or an upstream's
+    /// `ca_file` could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A local model could not be loaded.
     #[error("cannot start local model {upstream}: {message}")]
     LocalModel {
@@ -78,6 +82,7 @@ fn seed_budgets(access: &AccessPolicy, accounting: &Accounting, control: &Contro
 /// `local` are the in-process backends, by upstream name.
 pub fn run(config: Config, local: NamedBackends) -> Result<(), StartupError> {
     let metrics = Arc::new(Metrics::new()?);
+    let tls = crate::tls::for_server(&config, &metrics)?;
     let ready = Arc::new(AtomicBool::new(false));
     let control = ControlRuntime::start()?;
     let accounting = Arc::new(Accounting::start(
@@ -116,14 +121,18 @@ pub fn run(config: Config, local: NamedBackends) -> Result<(), StartupError> {
     let limits = config.server.limits.clone();
     let mut service = Service::new(
         "sluice".to_string(),
-        super::edge::Edge::new(gateway, limits),
+        super::edge::Edge::new(gateway, limits).with_tls(tls.acceptor),
     );
     service.add_tcp(&config.server.listen.to_string());
     server.add_service(service);
     server.add_service(background_service("readiness", Readiness(ready)));
+    if let Some(reloader) = tls.reloader {
+        server.add_service(background_service("tls-reload", reloader));
+    }
 
     tracing::info!(
         listen = %config.server.listen,
+        tls = config.server.tls.is_some(),
         threads = config.server.threads,
         upstreams = config.upstreams.len(),
         models = config.models.len(),

@@ -1,8 +1,9 @@
 //! The client side of the edge: open connections, and what the edge
 //! refused before any route saw a request (caps, deadlines, unreadable
-//! headers).
+//! headers), and the listener's TLS: handshakes that failed, certificate
+//! reloads and expiry.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Connection series.
 pub struct EdgeMetrics {
@@ -16,6 +17,14 @@ pub struct EdgeMetrics {
     /// Request headers that could not be accepted, by reason:
     /// `too_many_headers`, `header_too_large`, `bad_framing`.
     pub unreadable: IntCounterVec,
+    /// TLS handshakes that did not finish, by reason: `timeout`, `error`.
+    pub tls_handshake_failures: IntCounterVec,
+    /// Certificate file checks that re-read something, by outcome:
+    /// `reloaded`, `refused` (the old certificate kept serving).
+    pub tls_reloads: IntCounterVec,
+    /// When each served certificate expires, in Unix seconds (its
+    /// `notAfter`), by name: `default` or the SNI hostname.
+    pub tls_expiry: IntGaugeVec,
 }
 
 impl EdgeMetrics {
@@ -47,11 +56,35 @@ impl EdgeMetrics {
                 ),
                 &["reason"],
             )?,
+            tls_handshake_failures: IntCounterVec::new(
+                Opts::new(
+                    "sluice_tls_handshake_failures_total",
+                    "TLS handshakes on the listener that did not finish: timeout, error.",
+                ),
+                &["reason"],
+            )?,
+            tls_reloads: IntCounterVec::new(
+                Opts::new(
+                    "sluice_tls_reloads_total",
+                    "Changed certificate files re-read: reloaded, refused (old one kept).",
+                ),
+                &["outcome"],
+            )?,
+            tls_expiry: IntGaugeVec::new(
+                Opts::new(
+                    "sluice_tls_certificate_expiry_seconds",
+                    "Unix time at which each served certificate expires (notAfter).",
+                ),
+                &["name"],
+            )?,
         };
         registry.register(Box::new(m.open.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
         registry.register(Box::new(m.timeouts.clone()))?;
         registry.register(Box::new(m.unreadable.clone()))?;
+        registry.register(Box::new(m.tls_handshake_failures.clone()))?;
+        registry.register(Box::new(m.tls_reloads.clone()))?;
+        registry.register(Box::new(m.tls_expiry.clone()))?;
         Ok(m)
     }
 }
