@@ -4,8 +4,10 @@
 use pingora::connectors::http::v1;
 use pingora::connectors::ConnectorOptions;
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
 use sluice_providers::UpstreamTarget;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
@@ -22,6 +24,8 @@ struct LazyPeer {
     tls: bool,
     sni: String,
     connect_timeout: Duration,
+    /// `ca_file`: the only roots trusted for this upstream; `None`: the system's.
+    ca: Option<Arc<CaType>>,
     resolved: OnceCell<HttpPeer>,
 }
 
@@ -44,6 +48,13 @@ impl UpstreamPool {
                 tls: t.settings.base_url.tls,
                 sni: t.settings.base_url.host.clone(),
                 connect_timeout: t.settings.connect_timeout,
+                ca: t.settings.ca_file.as_deref().map(|path| {
+                    crate::tls::upstream_roots(path).unwrap_or_else(|error| {
+                        // Checked at startup; a file broken since fails closed.
+                        tracing::error!(upstream = %t.settings.name, %error, "upstream ca_file unusable; its TLS connections will fail");
+                        Arc::from(Vec::new())
+                    })
+                }),
                 resolved: OnceCell::new(),
             })
             .collect();
@@ -98,6 +109,7 @@ impl UpstreamPool {
                 peer.options.connection_timeout = Some(lazy.connect_timeout);
                 peer.options.total_connection_timeout = Some(lazy.connect_timeout);
                 peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+                peer.options.ca = lazy.ca.clone();
                 Ok(peer)
             })
             .await
