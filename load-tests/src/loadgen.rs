@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 mod hold;
 mod report;
+mod tls;
 
 pub use hold::{hold_streams, HoldReport};
 pub use report::{process_cpu_time, process_rss_kib, LoadReport, Percentiles, Progress};
@@ -55,7 +56,8 @@ pub enum Pace {
 pub enum Protocol {
     /// HTTP/1.1 keep-alive: one connection per worker.
     Http1,
-    /// HTTP/2 over cleartext with prior knowledge: workers share connections.
+    /// HTTP/2: over cleartext with prior knowledge for `http://`, by ALPN
+    /// for `https://`; workers share connections.
     H2c,
 }
 
@@ -73,7 +75,8 @@ pub struct RequestKind {
 /// What to send, how hard, for how long.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
-    /// Full URL, `http://host:port/path`.
+    /// Full URL, `http://host:port/path` or `https://...` (TLS, the
+    /// server's certificate not verified: this measures, it does not trust).
     pub url: Uri,
     /// POST body (a GET is sent when empty); used when `mix` is empty.
     pub body: Bytes,
@@ -125,14 +128,37 @@ enum Sender {
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
+impl Sender {
+    /// The server closed the connection (`connection: close`): the worker
+    /// opens a new one before its next request.
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.try_lock().is_ok_and(|s| s.is_closed()),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+}
+
+/// A connection to `url`'s authority: plain TCP for `http://`, TLS for
+/// `https://` (ALPN `h2` with [`Protocol::H2c`], else `http/1.1`).
 async fn connect(url: &Uri, protocol: Protocol) -> std::io::Result<Sender> {
     let authority = url
         .authority()
-        .ok_or_else(|| std::io::Error::other("URL has no host"))?
-        .as_str();
-    let stream = tokio::net::TcpStream::connect(authority).await?;
+        .ok_or_else(|| std::io::Error::other("URL has no host"))?;
+    let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
     stream.set_nodelay(true)?;
-    let io = TokioIo::new(stream);
+    if url.scheme_str() == Some("https") {
+        let tls = tls::connect(stream, authority.host(), protocol).await?;
+        handshake(TokioIo::new(tls), protocol).await
+    } else {
+        handshake(TokioIo::new(stream), protocol).await
+    }
+}
+
+async fn handshake<T>(io: TokioIo<T>, protocol: Protocol) -> std::io::Result<Sender>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     match protocol {
         Protocol::Http1 => {
             let (sender, conn) = hyper::client::conn::http1::handshake(io)
@@ -360,7 +386,9 @@ async fn worker_loop(
             Err(_) => progress.errors.fetch_add(1, Ordering::Relaxed),
         };
         // A broken or timed-out connection is replaced before the next request.
-        if matches!(outcome, Err(Failure::Transport | Failure::Timeout)) || sender.is_none() {
+        if matches!(outcome, Err(Failure::Transport | Failure::Timeout))
+            || sender.as_ref().is_none_or(Sender::is_closed)
+        {
             sender = connect(&spec.url, spec.protocol).await.ok();
         }
         if outcome.is_ok() {

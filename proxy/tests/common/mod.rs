@@ -55,6 +55,8 @@ pub struct Sluice {
     dir: TempDir,
     /// The working directory (where the default ledger lives).
     work: PathBuf,
+    /// `http`, or `https` when started with [`Sluice::start_https`].
+    scheme: &'static str,
 }
 
 impl Sluice {
@@ -67,6 +69,15 @@ impl Sluice {
         let dir = TempDir::new();
         let config = dir.write("sluice.yaml", config_yaml);
         Self::spawn(dir, config, env).await
+    }
+
+    /// Starts sluice serving HTTPS (`server.tls` in `config_yaml`); `client`
+    /// trusts its certificate and probes readiness.
+    pub async fn start_https(config_yaml: &str, client: reqwest::Client) -> Sluice {
+        let dir = TempDir::new();
+        let config = dir.write("sluice.yaml", config_yaml);
+        let work = dir.0.clone();
+        Self::spawn_probed(dir, work, config, &[], Some(client)).await
     }
 
     /// Starts another sluice in an existing scratch dir (a restart: same
@@ -88,6 +99,16 @@ impl Sluice {
         work: PathBuf,
         config: PathBuf,
         env: &[(&str, &str)],
+    ) -> Sluice {
+        Self::spawn_probed(dir, work, config, env, None).await
+    }
+
+    async fn spawn_probed(
+        dir: TempDir,
+        work: PathBuf,
+        config: PathBuf,
+        env: &[(&str, &str)],
+        https: Option<reqwest::Client>,
     ) -> Sluice {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = std::fs::File::create(dir.0.join("sluice.log")).unwrap();
@@ -111,13 +132,13 @@ impl Sluice {
             addr,
             dir,
             work,
+            scheme: if https.is_some() { "https" } else { "http" },
         };
-        sluice.wait_ready().await;
+        sluice.wait_ready(https.unwrap_or_default()).await;
         sluice
     }
 
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
+    async fn wait_ready(&self, client: reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(r) = client.get(self.url("/health/ready")).send().await {
@@ -131,7 +152,7 @@ impl Sluice {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// The scratch directory sluice runs in (its default ledger lives here).
