@@ -151,7 +151,10 @@ async fn http1_and_h2_over_tls_with_a_real_completion() {
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    assert!(body["choices"][0]["message"]["content"].is_string(), "{body}");
+    assert!(
+        body["choices"][0]["message"]["content"].is_string(),
+        "{body}"
+    );
     let mut streamed = chat();
     streamed["stream"] = json!(true);
     let r = h2
@@ -225,7 +228,10 @@ async fn sni_picks_the_certificate_and_unknown_names_get_the_default() {
         .unwrap();
     assert_eq!(served(&r), default.der);
     // And a verifying client accepts the SNI certificate for its name.
-    let strict = client(&ca).resolve("api.test", sluice.addr).build().unwrap();
+    let strict = client(&ca)
+        .resolve("api.test", sluice.addr)
+        .build()
+        .unwrap();
     let r = strict
         .get(format!("https://api.test:{port}/health/live"))
         .send()
@@ -240,11 +246,7 @@ async fn served_now(ca: &Ca, sluice: &Sluice) -> Vec<u8> {
         .danger_accept_invalid_certs(true)
         .build()
         .unwrap();
-    let r = client
-        .get(sluice.url("/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let r = client.get(sluice.url("/health/live")).send().await.unwrap();
     served(&r)
 }
 

@@ -32,7 +32,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -41,7 +46,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -66,7 +76,9 @@ fn config(protocol: Protocol) -> std::io::Result<Arc<rustls::ClientConfig>> {
         };
         let _ = CONFIGS.set([build(b"http/1.1")?, build(b"h2")?]);
     }
-    let configs = CONFIGS.get().ok_or_else(|| std::io::Error::other("no TLS config"))?;
+    let configs = CONFIGS
+        .get()
+        .ok_or_else(|| std::io::Error::other("no TLS config"))?;
     Ok(configs[usize::from(protocol == Protocol::H2c)].clone())
 }
 

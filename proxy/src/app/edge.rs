@@ -89,8 +89,7 @@ impl Edge {
             tracing::error!("TLS configured on a listener that is not plain TCP");
             return None;
         };
-        match tokio::time::timeout(self.limits.header_timeout, acceptor.tls_handshake(*tcp)).await
-        {
+        match tokio::time::timeout(self.limits.header_timeout, acceptor.tls_handshake(*tcp)).await {
             Ok(Ok(tls)) => Some(Box::new(tls)),
             Ok(Err(e)) => {
                 failures.with_label_values(&["error"]).inc();

@@ -80,12 +80,8 @@ impl SniResolver {
         settings: &ServerTls,
         metrics: &Metrics,
     ) -> Result<(SniResolver, Vec<Entry>), TlsError> {
-        let named = std::iter::once((DEFAULT_NAME, &settings.default)).chain(
-            settings
-                .sni
-                .iter()
-                .map(|s| (s.hostname.as_str(), &s.files)),
-        );
+        let named = std::iter::once((DEFAULT_NAME, &settings.default))
+            .chain(settings.sni.iter().map(|s| (s.hostname.as_str(), &s.files)));
         let mut entries = Vec::with_capacity(settings.sni.len() + 1);
         for (name, files) in named {
             let Loaded { key, not_after } = load(files)?;
