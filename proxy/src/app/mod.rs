@@ -309,10 +309,17 @@ impl Gateway {
         let labels = [route.label(), ctx.model_label.as_str(), status];
         let metrics = &self.services.metrics;
         metrics.requests.with_label_values(&labels).inc();
+        let elapsed = ctx.started.elapsed();
         metrics
             .request_duration
             .with_label_values(&labels)
-            .observe(ctx.started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        if route.is_forwarded() {
+            metrics
+                .gateway_overhead
+                .with_label_values(&[route.label()])
+                .observe(elapsed.saturating_sub(ctx.waited).as_secs_f64());
+        }
     }
 }
 

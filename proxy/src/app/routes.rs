@@ -68,6 +68,15 @@ impl RouteKind {
         }
     }
 
+    /// Whether requests on this route are forwarded to an upstream or the
+    /// engine (and so have a gateway overhead to measure).
+    pub fn is_forwarded(self) -> bool {
+        matches!(
+            self,
+            RouteKind::Forward(_) | RouteKind::Messages | RouteKind::Responses
+        )
+    }
+
     /// The `route` label of metrics and logs.
     pub fn label(self) -> &'static str {
         match self {

@@ -33,9 +33,22 @@ pub struct RequestCtx {
     pub body_timeout: Duration,
     /// The shape the client speaks, known from its route: errors go back in it.
     pub dialect: Dialect,
+    /// Time spent waiting on the client (its body, its reading) or the
+    /// upstream (attempts, the answer's pieces): the rest of the request's
+    /// time is sluice's own overhead.
+    pub waited: Duration,
 }
 
 impl RequestCtx {
+    /// Runs `wait` (a wait on the client or the upstream), counting its
+    /// time as waited rather than as sluice's overhead.
+    pub async fn waiting<T>(&mut self, wait: impl std::future::Future<Output = T>) -> T {
+        let from = Instant::now();
+        let out = wait.await;
+        self.waited += from.elapsed();
+        out
+    }
+
     /// A context for a request whose header has just been read, honouring
     /// the client's `x-request-id` when it sent a usable one; its body must
     /// keep arriving within `body_timeout`.
@@ -49,6 +62,7 @@ impl RequestCtx {
             stream_id: None,
             body_timeout,
             dialect: Dialect::OpenAi,
+            waited: Duration::ZERO,
         }
     }
 }

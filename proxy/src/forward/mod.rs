@@ -134,6 +134,7 @@ pub async fn forward(
 ) -> Result<(), GatewayError> {
     rctx.stream_id = Some(StreamRegistry::mint_id());
     let intake = intake::intake(services, session, endpoint, rctx).await?;
+    rctx.waited += intake.body_wait;
     let caller = admit::admit(services, session, &intake).await?;
     let plan = plan::plan(services, &intake, &caller).await?;
     if let Some(turn) = intake.turn.as_ref().filter(|t| t.previous_unknown) {
