@@ -16,7 +16,8 @@
 //! under a deadline, runs HTTP/1.1 keep-alive itself, and hands HTTP/2
 //! connections to pingora's once the preface is already buffered.
 
-use super::{Gateway, Reuse};
+use super::reload::LiveGateway;
+use super::Reuse;
 use crate::downstream::respond::raw_error;
 use crate::error::GatewayError;
 use crate::ops::Metrics;
@@ -42,7 +43,7 @@ const LINGER: Duration = Duration::from_millis(500);
 
 /// The pingora application: caps and deadlines, then the gateway.
 pub struct Edge {
-    gateway: Arc<Gateway>,
+    gateway: Arc<LiveGateway>,
     limits: EdgeLimits,
     h2c: bool,
     gate: ConnectionGate,
@@ -50,12 +51,13 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Puts the edge in front of `gateway`.
-    pub fn new(gateway: Gateway, limits: EdgeLimits) -> Self {
-        let metrics = gateway.services.metrics.clone();
+    /// Puts the edge in front of `gateway` (the one serving now: each
+    /// request takes it as it starts).
+    pub fn new(gateway: Arc<LiveGateway>, limits: EdgeLimits) -> Self {
+        let metrics = gateway.current().services.metrics.clone();
         Edge {
-            h2c: gateway.server_options.h2c,
-            gateway: Arc::new(gateway),
+            h2c: gateway.h2c(),
+            gateway,
             gate: ConnectionGate::new(&limits, metrics.edge.open.clone()),
             limits,
             metrics,
@@ -84,7 +86,7 @@ impl Edge {
             Some(self.limits.keepalive_timeout.as_secs())
         };
         session.set_keepalive(keepalive);
-        let mut next = self.gateway.serve_one(session, shutdown).await;
+        let mut next = self.gateway.current().serve_one(session, shutdown).await;
         while let Some(Reuse {
             mut stream,
             prefix,
@@ -106,7 +108,7 @@ impl Edge {
             if let Some(prefix) = prefix {
                 session.set_pipelined_prefix(prefix);
             }
-            next = self.gateway.serve_one(session, shutdown).await;
+            next = self.gateway.current().serve_one(session, shutdown).await;
         }
     }
 }

@@ -13,6 +13,7 @@
 //! on the hot path.
 
 pub mod edge;
+pub mod reload;
 pub mod routes;
 pub mod server;
 
@@ -58,6 +59,8 @@ pub struct Gateway {
     server_options: HttpServerOptions,
     /// Header deadline and header caps.
     limits: EdgeLimits,
+    /// The in-process backends by upstream name, for a reloaded gateway.
+    named_local: NamedBackends,
 }
 
 /// A connection whose request was answered and may carry another.
@@ -87,13 +90,50 @@ pub struct GatewayParts {
 impl Gateway {
     /// Builds the gateway for a validated config.
     pub fn new(config: &Config, parts: GatewayParts) -> Self {
+        let streams = Arc::new(StreamControl::new(
+            &config.streams,
+            config.access.redis_url.as_ref().map(|u| u.expose()),
+            &parts.control,
+            parts.metrics.clone(),
+        ));
+        Gateway::assemble(config, parts, streams, |key_source| {
+            sluice_filters::AccessPolicy::new(&config.access, key_source)
+        })
+    }
+
+    /// The gateway of a reloaded `config`, sharing this one's metrics,
+    /// ledger, runtimes, engines, live streams, and quota and budget state
+    /// (its settings that need a restart are checked to be unchanged first,
+    /// in `reload.rs`).
+    pub fn reloaded(&self, config: &Config) -> Self {
+        let parts = GatewayParts {
+            metrics: self.services.metrics.clone(),
+            accounting: self.services.accounting.clone(),
+            control: self.control.clone(),
+            ready: self.ready.clone(),
+            local: self.named_local.clone(),
+        };
+        Gateway::assemble(config, parts, self.services.streams.clone(), |key_source| {
+            self.services
+                .access
+                .reconfigured(&config.access, key_source)
+        })
+    }
+
+    fn assemble(
+        config: &Config,
+        parts: GatewayParts,
+        streams: Arc<StreamControl>,
+        access: impl FnOnce(Option<Arc<dyn sluice_filters::KeySource>>) -> sluice_filters::AccessPolicy,
+    ) -> Self {
         let GatewayParts {
             metrics,
             accounting,
             control,
             ready,
-            local,
+            local: named_local,
         } = parts;
+        let local = &named_local;
         let router = Router::new(config);
         let model_names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
         let upstreams = UpstreamPool::new(router.targets());
@@ -119,14 +159,8 @@ impl Gateway {
                 models: Arc::new(model_names.clone()),
             }) as Arc<dyn sluice_filters::KeySource>
         });
-        let access = sluice_filters::AccessPolicy::new(&config.access, key_source);
+        let access = access(key_source);
         let alerts = Alerts::new(access.alert_webhook().map(str::to_string), metrics.clone());
-        let streams = StreamControl::new(
-            &config.streams,
-            config.access.redis_url.as_ref().map(|u| u.expose()),
-            &control,
-            metrics.clone(),
-        );
         Gateway {
             services: Services {
                 router,
@@ -147,7 +181,13 @@ impl Gateway {
             docs_body: Bytes::from(routes::llms_txt()),
             server_options,
             limits: config.server.limits.clone(),
+            named_local,
         }
+    }
+
+    /// The control runtime's handle.
+    pub fn control(&self) -> &tokio::runtime::Handle {
+        &self.control
     }
 
     /// What the admin handlers work with.

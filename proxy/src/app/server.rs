@@ -1,5 +1,6 @@
 //! Assembling and running the pingora server around the [`Gateway`].
 
+use super::reload::{ConfigSource, LiveGateway, ReloadWatch, Reloader};
 use super::{Gateway, GatewayParts};
 use crate::forward::NamedBackends;
 use crate::ops::{Accounting, ControlRuntime, Metrics};
@@ -9,7 +10,7 @@ use pingora::server::{RunArgs, Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use sluice_config::Config;
-use sluice_filters::{AccessPolicy, Scope};
+use sluice_filters::{AccessPolicy, KeyEntry, Scope};
 use sluice_ledger::{round_picos_to_micros, GroupKey};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,9 +53,35 @@ impl BackgroundService for Readiness {
 
 /// Loads what every budgeted key and tenant already spent this period, the
 /// ledger being the durable source of truth.
-fn seed_budgets(access: &AccessPolicy, accounting: &Accounting, control: &ControlRuntime) {
+fn seed_budgets(access: &AccessPolicy, accounting: &Accounting, control: &tokio::runtime::Handle) {
     let requests = access.budgets_to_seed(access.config_keys());
-    for request in &requests {
+    seed(access, accounting, control, &requests);
+}
+
+/// After a reload, seeds the budgets of keys the new config `added` (the
+/// running ones keep their state; tenants' too).
+pub fn seed_budgets_of(gateway: &Gateway, added: &[KeyEntry]) {
+    let access = &gateway.services.access;
+    let requests: Vec<_> = access
+        .budgets_to_seed(added)
+        .into_iter()
+        .filter(|r| matches!(r.scope, Scope::Key(_)))
+        .collect();
+    seed(
+        access,
+        &gateway.services.accounting,
+        gateway.control(),
+        &requests,
+    );
+}
+
+fn seed(
+    access: &AccessPolicy,
+    accounting: &Accounting,
+    control: &tokio::runtime::Handle,
+    requests: &[sluice_filters::SeedRequest],
+) {
+    for request in requests {
         let (group, name) = match &request.scope {
             Scope::Key(id) => (GroupKey::Key, id),
             Scope::Tenant(tenant) => (GroupKey::Tenant, tenant),
@@ -74,9 +101,23 @@ fn seed_budgets(access: &AccessPolicy, accounting: &Accounting, control: &Contro
     }
 }
 
+/// Where a reload reads the config again: how to load it, and the file to
+/// watch for changes (`None`: embedded defaults, reloaded on SIGHUP only).
+pub struct ReloadFrom {
+    /// Loads the config as at start.
+    pub source: ConfigSource,
+    /// The config file.
+    pub path: Option<std::path::PathBuf>,
+}
+
 /// Runs sluice with `config` until SIGTERM (graceful) or SIGINT (fast).
-/// `local` are the in-process backends, by upstream name.
-pub fn run(config: Config, local: NamedBackends) -> Result<(), StartupError> {
+/// `local` are the in-process backends, by upstream name; `reload`, when
+/// given, reloads the config on SIGHUP and when its file changes.
+pub fn run(
+    config: Config,
+    local: NamedBackends,
+    reload: Option<ReloadFrom>,
+) -> Result<(), StartupError> {
     let metrics = Arc::new(Metrics::new()?);
     let ready = Arc::new(AtomicBool::new(false));
     let control = ControlRuntime::start()?;
@@ -99,7 +140,7 @@ pub fn run(config: Config, local: NamedBackends) -> Result<(), StartupError> {
     crate::admin::keys::load_stored_tenants(access, &gateway.admin());
     // Spend is rebuilt from the ledger: let a spool from the last run land first.
     accounting.catch_up();
-    seed_budgets(access, &accounting, &control);
+    seed_budgets(access, &accounting, &control.handle());
     if !access.required() {
         tracing::warn!("auth is off: anyone who reaches this port uses the upstream keys (declare tenants or set auth.required)");
     }
@@ -114,13 +155,22 @@ pub fn run(config: Config, local: NamedBackends) -> Result<(), StartupError> {
     server.bootstrap();
 
     let limits = config.server.limits.clone();
+    let metrics = gateway.services.metrics.clone();
+    let live = Arc::new(LiveGateway::new(gateway));
     let mut service = Service::new(
         "sluice".to_string(),
-        super::edge::Edge::new(gateway, limits),
+        super::edge::Edge::new(live.clone(), limits),
     );
     service.add_tcp(&config.server.listen.to_string());
     server.add_service(service);
     server.add_service(background_service("readiness", Readiness(ready)));
+    if let Some(from) = reload {
+        let reloader = Reloader::new(from.source, from.path, live, config.clone(), metrics);
+        server.add_service(background_service(
+            "config reload",
+            ReloadWatch(Arc::new(reloader)),
+        ));
+    }
 
     tracing::info!(
         listen = %config.server.listen,

@@ -92,7 +92,12 @@ fn serve(args: ServeArgs) -> ExitCode {
     if config.models.is_empty() {
         tracing::warn!("no models configured: every model answers 404 (pass --config)");
     }
-    match crate::run(config, local) {
+    let path = args.config.clone();
+    let reload = crate::app::server::ReloadFrom {
+        source: Box::new(move || load(&args)),
+        path,
+    };
+    match crate::run(config, local, Some(reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "sluice failed to start");

@@ -67,8 +67,9 @@ pub struct Services {
     pub access: AccessPolicy,
     /// Prices and the ledger.
     pub accounting: Arc<Accounting>,
-    /// Live streams, node slots, cross-node control.
-    pub streams: StreamControl,
+    /// Live streams, node slots, cross-node control (kept across a
+    /// config reload).
+    pub streams: Arc<StreamControl>,
     /// Every metric.
     pub metrics: Arc<Metrics>,
     /// Soft-limit budget alerts.

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Requests being served now, by route.
     pub in_flight: IntGaugeVec,
+    /// Config reloads, by outcome (`ok`, `invalid`, `needs_restart`, `failed`).
+    pub config_reloads: IntCounterVec,
     /// Time a forwarded request spent inside sluice, not waiting on the
     /// client or the upstream, by route.
     pub gateway_overhead: HistogramVec,
@@ -112,6 +114,10 @@ impl Metrics {
             Opts::new("sluice_requests_in_flight", "Requests being served now."),
             &["route"],
         )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new("sluice_config_reloads_total", "Config reloads, by outcome."),
+            &["outcome"],
+        )?;
         let gateway_overhead = HistogramVec::new(
             HistogramOpts::new(
                 "sluice_gateway_overhead_seconds",
@@ -175,6 +181,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(gateway_overhead.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(upstream_first_byte.clone()))?;
@@ -276,6 +283,7 @@ impl Metrics {
             requests,
             request_duration,
             gateway_overhead,
+            config_reloads,
             in_flight,
             upstream_errors,
             upstream_first_byte,

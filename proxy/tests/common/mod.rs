@@ -55,6 +55,8 @@ pub struct Sluice {
     dir: TempDir,
     /// The working directory (where the default ledger lives).
     work: PathBuf,
+    /// The config file it was started with.
+    config: PathBuf,
 }
 
 impl Sluice {
@@ -111,6 +113,7 @@ impl Sluice {
             addr,
             dir,
             work,
+            config,
         };
         sluice.wait_ready().await;
         sluice
@@ -147,6 +150,18 @@ impl Sluice {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The config file it was started with (rewrite it to reload).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, ...) without waiting.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
     }
 
     /// Sends SIGTERM and waits for the process to exit.
