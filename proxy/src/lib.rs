@@ -32,5 +32,6 @@ pub mod local;
 pub mod ops;
 pub mod streams;
 
+pub use app::listeners::Start;
 pub use app::server::{run, StartupError};
 pub use app::Gateway;

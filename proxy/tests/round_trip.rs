@@ -155,7 +155,7 @@ async fn stream_round_trip_relays_every_event_in_order() {
     // Observed once the relay ends, which may be just after the client has [DONE].
     let mut seen = false;
     for _ in 0..50 {
-        let metrics = common::settled_metrics(&sluice.url("")).await;
+        let metrics = common::settled_metrics(&sluice).await;
         if metrics.contains(r#"sluice_upstream_first_token_seconds_count{upstream="mock"} 1"#) {
             seen = true;
             break;
@@ -356,7 +356,7 @@ async fn health_probes_and_metrics() {
         .bytes()
         .await
         .unwrap();
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     assert!(
         metrics.contains(
             r#"sluice_requests_total{model="fast",route="chat_completions",status="200"} 1"#
@@ -441,7 +441,7 @@ async fn a_client_leaving_mid_stream_closes_the_upstream_at_once() {
         0,
         "generation stopped part-way"
     );
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     assert!(
         metrics.contains("sluice_client_disconnects_total 1"),
         "{metrics}"
@@ -547,7 +547,7 @@ async fn the_gateway_overhead_leaves_out_the_upstreams_time() {
         assert_eq!(response.status(), 200);
         response.bytes().await.unwrap();
     }
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     let count = metric_value(
         &metrics,
         r#"sluice_gateway_overhead_seconds_count{route="chat_completions"}"#,

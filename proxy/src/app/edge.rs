@@ -1,5 +1,6 @@
-//! The connection layer in front of the [`Gateway`]: what happens between
-//! `accept` and a request header, where pingora itself sets no deadline.
+//! The connection layer in front of the [`Gateway`](super::Gateway) (one per listener):
+//! what happens between `accept` and a request header, where pingora itself
+//! sets no deadline.
 //!
 //! - **Caps**: at most `server.max_connections` open client connections,
 //!   and `server.max_connections_per_client` from one IP address; one more
@@ -8,7 +9,7 @@
 //!   the HTTP/2 preface) within `server.header_timeout_ms`, or it is
 //!   answered 408; an idle keep-alive connection is closed after
 //!   `server.keepalive_timeout_s`; the header deadline itself is the
-//!   gateway's ([`Gateway::serve_one`]).
+//!   gateway's ([`Gateway::serve_one`](super::Gateway::serve_one)).
 //!
 //! Pingora's own `ServerApp` for an `HttpServerApp` waits for 24 bytes of a
 //! possible h2c preface with no deadline, so a client sending fewer bytes
@@ -16,7 +17,7 @@
 //! under a deadline, runs HTTP/1.1 keep-alive itself, and hands HTTP/2
 //! connections to pingora's once the preface is already buffered.
 
-use super::reload::LiveGateway;
+use super::listeners::ListenerApp;
 use super::Reuse;
 use crate::downstream::respond::raw_error;
 use crate::error::GatewayError;
@@ -43,7 +44,8 @@ const LINGER: Duration = Duration::from_millis(500);
 
 /// The pingora application: caps and deadlines, then the gateway.
 pub struct Edge {
-    gateway: Arc<LiveGateway>,
+    /// The gateway as this listener serves it.
+    app: Arc<ListenerApp>,
     limits: EdgeLimits,
     h2c: bool,
     gate: ConnectionGate,
@@ -51,13 +53,13 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Puts the edge in front of `gateway` (the one serving now: each
-    /// request takes it as it starts).
-    pub fn new(gateway: Arc<LiveGateway>, limits: EdgeLimits) -> Self {
-        let metrics = gateway.current().services.metrics.clone();
+    /// Puts the edge in front of one listener's `app`.
+    pub fn new(app: ListenerApp, limits: EdgeLimits) -> Self {
+        let gateway = app.gateway();
+        let metrics = gateway.services.metrics.clone();
         Edge {
-            h2c: gateway.h2c(),
-            gateway,
+            h2c: gateway.server_options.h2c,
+            app: Arc::new(app),
             gate: ConnectionGate::new(&limits, metrics.edge.open.clone()),
             limits,
             metrics,
@@ -86,7 +88,7 @@ impl Edge {
             Some(self.limits.keepalive_timeout.as_secs())
         };
         session.set_keepalive(keepalive);
-        let mut next = self.gateway.current().serve_one(session, shutdown).await;
+        let mut next = self.app.serve_one(session, shutdown).await;
         while let Some(Reuse {
             mut stream,
             prefix,
@@ -108,7 +110,7 @@ impl Edge {
             if let Some(prefix) = prefix {
                 session.set_pipelined_prefix(prefix);
             }
-            next = self.gateway.current().serve_one(session, shutdown).await;
+            next = self.app.serve_one(session, shutdown).await;
         }
     }
 }
@@ -162,14 +164,14 @@ impl ServerApp for Edge {
         if h2 {
             // Pingora's HTTP/2 server: its own preface check now finds the
             // preface already buffered.
-            return ServerApp::process_new(&self.gateway, stream, shutdown).await;
+            return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
         self.serve_http1(stream, shutdown).await;
         None
     }
 
     async fn cleanup(&self) {
-        ServerApp::cleanup(&*self.gateway).await;
+        ServerApp::cleanup(&*self.app).await;
     }
 }
 

@@ -1,7 +1,8 @@
-//! The HTTP application: one pingora `HttpServerApp` serving every route —
-//! health, metrics and `/v1/models` here, the OpenAI endpoints through the
-//! forward pipeline, the stream control and admin APIs through their
-//! modules. [`server`] assembles the pingora server around it.
+//! The HTTP application: one [`Gateway`] serving every route — health,
+//! metrics and `/v1/models` here, the OpenAI endpoints through the forward
+//! pipeline, the stream control and admin APIs through their modules — on
+//! two listeners, each serving its own routes ([`listeners`]). [`server`]
+//! assembles the pingora server around it.
 //!
 //! Why `HttpServerApp` and not pingora's `ProxyHttp`: `ProxyHttp` picks the
 //! upstream (`upstream_peer`) before the request body is read, but an OpenAI
@@ -13,6 +14,7 @@
 //! on the hot path.
 
 pub mod edge;
+pub mod listeners;
 pub mod reload;
 pub mod routes;
 pub mod server;
@@ -25,13 +27,12 @@ use crate::forward::upstream_pool::UpstreamPool;
 use crate::forward::{NamedBackends, Services};
 use crate::ops::{Accounting, Alerts, Metrics};
 use crate::streams::StreamControl;
-use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::apps::{HttpPersistentSettings, HttpServerOptions};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use routes::RouteKind;
+use routes::{Listener, RouteKind};
 use sluice_config::{Config, EdgeLimits};
 use sluice_providers::dialects::ClientDialect;
 use sluice_providers::{Endpoint, Router};
@@ -39,7 +40,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tracing::Instrument;
 
-/// The sluice HTTP application; one instance serves every connection.
+/// The sluice HTTP application; one instance, shared by both listeners,
+/// serves every connection.
 pub struct Gateway {
     /// What forwarded requests use: router, access, accounting, streams, metrics.
     pub services: Services,
@@ -364,14 +366,16 @@ impl Gateway {
 }
 
 impl Gateway {
-    /// Serves one request on `session`: reads its header under
-    /// `server.header_timeout_ms` (408 when late, 400 or 431 when it cannot
-    /// be accepted), routes and answers it, and gives the connection back
-    /// when it may carry another.
+    /// Serves one request that came in on `listener`: reads its header
+    /// under `server.header_timeout_ms` (408 when late, 400 or 431 when it
+    /// cannot be accepted), routes and answers it (a route of the other
+    /// listener is an unknown path here), and gives the connection back when
+    /// it may carry another.
     pub async fn serve_one(
         &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
+        listener: Listener,
     ) -> Option<Reuse> {
         match tokio::time::timeout(self.limits.header_timeout, session.read_request()).await {
             Ok(Ok(true)) => {}
@@ -411,13 +415,14 @@ impl Gateway {
         // instead of dropping it.
         session.set_pipelining_enabled(true);
         let header = session.req_header();
-        let route = RouteKind::classify(&header.method, header.uri.path());
+        let route = RouteKind::classify(&header.method, header.uri.path()).on(listener);
         let client_id = session.get_header("x-request-id").map(|v| v.as_bytes());
         let mut ctx = RequestCtx::new(client_id, self.limits.body_timeout);
         let span = tracing::info_span!(
             "request",
             request_id = %ctx.request_id,
             route = route.label(),
+            listener = listener.label(),
             model = tracing::field::Empty,
             tenant = tracing::field::Empty,
             priority = tracing::field::Empty,
@@ -520,25 +525,6 @@ fn header_bytes(headers: &http::HeaderMap) -> usize {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum()
-}
-
-/// Pingora's HTTP/2 server calls this for each stream (HTTP/1.x goes
-/// through [`edge::Edge`]).
-#[async_trait]
-impl HttpServerApp for Gateway {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        self.serve_one(session, shutdown)
-            .await
-            .map(|reuse| ReusedHttpStream::new(reuse.stream, Some(reuse.settings)))
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        Some(&self.server_options)
-    }
 }
 
 /// Status as a label without allocating for the common codes.

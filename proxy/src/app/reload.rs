@@ -16,8 +16,7 @@ use super::Gateway;
 use crate::ops::Metrics;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
-use pingora::protocols::http::ServerSession;
+use pingora::apps::HttpServerOptions;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use sluice_config::{Config, ConfigError, UpstreamKind};
@@ -50,27 +49,9 @@ impl LiveGateway {
         self.current.load_full()
     }
 
-    /// Whether h2c is served (fixed at start).
-    pub fn h2c(&self) -> bool {
-        self.server_options.h2c
-    }
-}
-
-#[async_trait]
-impl HttpServerApp for LiveGateway {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        self.current()
-            .serve_one(session, shutdown)
-            .await
-            .map(|reuse| ReusedHttpStream::new(reuse.stream, Some(reuse.settings)))
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        Some(&self.server_options)
+    /// pingora's HTTP server options (fixed at start).
+    pub fn server_options(&self) -> &HttpServerOptions {
+        &self.server_options
     }
 }
 

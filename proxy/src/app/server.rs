@@ -1,14 +1,13 @@
 //! Assembling and running the pingora server around the [`Gateway`].
 
+use super::listeners::{listeners, pingora_server, Start, UpgradeSockError};
 use super::reload::{ConfigSource, LiveGateway, ReloadWatch, Reloader};
 use super::{Gateway, GatewayParts};
 use crate::forward::NamedBackends;
 use crate::ops::{Accounting, ControlRuntime, Metrics};
 use async_trait::async_trait;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::server::{RunArgs, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
-use pingora::services::listening::Service;
 use sluice_config::Config;
 use sluice_filters::{AccessPolicy, KeyEntry, Scope};
 use sluice_ledger::{round_picos_to_micros, GroupKey};
@@ -27,6 +26,9 @@ pub enum StartupError {
     /// A runtime thread could not start.
     #[error("cannot start the control runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// The upgrade socket's directory could not be made.
+    #[error(transparent)]
+    UpgradeSock(#[from] UpgradeSockError),
     /// A local model could not be loaded.
     #[error("cannot start local model {upstream}: {message}")]
     LocalModel {
@@ -110,12 +112,15 @@ pub struct ReloadFrom {
     pub path: Option<std::path::PathBuf>,
 }
 
-/// Runs sluice with `config` until SIGTERM (graceful) or SIGINT (fast).
-/// `local` are the in-process backends, by upstream name; `reload`, when
-/// given, reloads the config on SIGHUP and when its file changes.
+/// Runs sluice with `config` until SIGTERM (graceful), SIGQUIT (graceful,
+/// after handing the listening sockets to a process started with
+/// [`Start::Upgrade`]) or SIGINT (fast). `local` are the in-process
+/// backends, by upstream name; `reload`, when given, reloads the config on
+/// SIGHUP and when its file changes.
 pub fn run(
     config: Config,
     local: NamedBackends,
+    start: Start,
     reload: Option<ReloadFrom>,
 ) -> Result<(), StartupError> {
     let metrics = Arc::new(Metrics::new()?);
@@ -145,24 +150,12 @@ pub fn run(
         tracing::warn!("auth is off: anyone who reaches this port uses the upstream keys (declare tenants or set auth.required)");
     }
 
-    let conf = ServerConf {
-        threads: config.server.threads,
-        grace_period_seconds: Some(config.server.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(config.server.grace_period.as_secs().max(1)),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-
-    let limits = config.server.limits.clone();
+    let mut server = pingora_server(&config.server, start)?;
     let metrics = gateway.services.metrics.clone();
     let live = Arc::new(LiveGateway::new(gateway));
-    let mut service = Service::new(
-        "sluice".to_string(),
-        super::edge::Edge::new(live.clone(), limits),
-    );
-    service.add_tcp(&config.server.listen.to_string());
-    server.add_service(service);
+    for listener in listeners(live.clone(), &config.server) {
+        server.add_service(listener);
+    }
     server.add_service(background_service("readiness", Readiness(ready)));
     if let Some(from) = reload {
         let reloader = Reloader::new(from.source, from.path, live, config.clone(), metrics);
@@ -174,6 +167,7 @@ pub fn run(
 
     tracing::info!(
         listen = %config.server.listen,
+        admin_listen = %config.server.admin_listen,
         threads = config.server.threads,
         upstreams = config.upstreams.len(),
         models = config.models.len(),

@@ -53,6 +53,10 @@ fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if let Some(admin_listen) = args.admin_listen {
+        config.server.admin_listen = admin_listen;
+    }
+    config.server.check_listeners()?;
     if let Some(threads) = args.threads.filter(|t| *t > 0) {
         config.server.threads = threads;
     }
@@ -92,12 +96,17 @@ fn serve(args: ServeArgs) -> ExitCode {
     if config.models.is_empty() {
         tracing::warn!("no models configured: every model answers 404 (pass --config)");
     }
+    let start = if args.upgrade {
+        crate::Start::Upgrade
+    } else {
+        crate::Start::Fresh
+    };
     let path = args.config.clone();
     let reload = crate::app::server::ReloadFrom {
         source: Box::new(move || load(&args)),
         path,
     };
-    match crate::run(config, local, Some(reload)) {
+    match crate::run(config, local, start, Some(reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "sluice failed to start");
