@@ -11,7 +11,9 @@ pub mod watch;
 
 pub use dialect::Dialect;
 
-use sluice_filters::RequestId;
+use sluice_filters::{KeyEntry, RequestId};
+use sluice_providers::Usage;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What every request carries from the moment its header is read, whatever
@@ -33,6 +35,16 @@ pub struct RequestCtx {
     pub body_timeout: Duration,
     /// The shape the client speaks, known from its route: errors go back in it.
     pub dialect: Dialect,
+    /// The caller's key once authenticated: tenant and key id for the access log.
+    pub key: Option<Arc<KeyEntry>>,
+    /// The caller's effective priority label, once admitted.
+    pub priority: Option<&'static str>,
+    /// The upstream that answered, by its config name.
+    pub upstream: Option<String>,
+    /// Token usage as the upstream reported it, once settled.
+    pub usage: Option<Usage>,
+    /// The request's cost in micro-USD, once settled and priced.
+    pub cost_micros: Option<i64>,
 }
 
 impl RequestCtx {
@@ -49,6 +61,11 @@ impl RequestCtx {
             stream_id: None,
             body_timeout,
             dialect: Dialect::OpenAi,
+            key: None,
+            priority: None,
+            upstream: None,
+            usage: None,
+            cost_micros: None,
         }
     }
 }
