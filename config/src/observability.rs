@@ -277,8 +277,11 @@ mod tests {
             error.to_string(),
             "logging.access.fields[1]: is listed twice"
         );
-        let error = load("logging: {acess: {}}").unwrap_err();
-        assert!(error.to_string().starts_with("logging: unknown field"));
+        let error = load("logging: {acess: {}}").unwrap_err().to_string();
+        assert!(
+            error.starts_with("logging.acess: unknown field `acess`"),
+            "{error}"
+        );
     }
 
     #[test]
