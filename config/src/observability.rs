@@ -183,9 +183,10 @@ pub(crate) fn logging_settings(raw: RawLogging) -> Result<LoggingSettings, Confi
 pub(crate) fn tracing_settings(raw: RawTracing) -> Result<TracingSettings, ConfigError> {
     let otlp_traces_url = match raw.otlp_endpoint.filter(|e| !e.is_empty()) {
         None => None,
-        Some(endpoint) => Some(traces_url(&endpoint).map_err(|message| {
-            ConfigError::validation("tracing.otlp_endpoint", message)
-        })?),
+        Some(endpoint) => Some(
+            traces_url(&endpoint)
+                .map_err(|message| ConfigError::validation("tracing.otlp_endpoint", message))?,
+        ),
     };
     let sample_ratio = raw.sample_ratio.unwrap_or(1.0);
     if !(0.0..=1.0).contains(&sample_ratio) {
@@ -303,7 +304,10 @@ mod tests {
     #[test]
     fn bad_tracing_values_name_their_key() {
         for (yaml, path) in [
-            ("tracing: {otlp_endpoint: 'collector:4318'}", "tracing.otlp_endpoint"),
+            (
+                "tracing: {otlp_endpoint: 'collector:4318'}",
+                "tracing.otlp_endpoint",
+            ),
             ("tracing: {sample_ratio: 1.5}", "tracing.sample_ratio"),
             ("tracing: {service_name: ''}", "tracing.service_name"),
         ] {

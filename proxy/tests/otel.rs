@@ -41,10 +41,7 @@ async fn collector() -> (String, Received) {
                         let store = store.clone();
                         async move {
                             assert_eq!(request.uri().path(), "/v1/traces");
-                            assert_eq!(
-                                request.headers()["content-type"],
-                                "application/x-protobuf"
-                            );
+                            assert_eq!(request.headers()["content-type"], "application/x-protobuf");
                             let body = request.into_body().collect().await.unwrap().to_bytes();
                             let export = ExportTraceServiceRequest::decode(body).unwrap();
                             let mut spans = store.lock().unwrap();
@@ -57,7 +54,9 @@ async fn collector() -> (String, Received) {
                                     .and_then(|kv| text(kv.value.as_ref()?.value.as_ref()?))
                                     .unwrap_or_default();
                                 for scope in resource_spans.scope_spans {
-                                    spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
+                                    spans.extend(
+                                        scope.spans.into_iter().map(|s| (service.clone(), s)),
+                                    );
                                 }
                             }
                             Ok::<_, std::convert::Infallible>(hyper::Response::new(
@@ -167,7 +166,10 @@ async fn request_span_is_exported_with_genai_attributes_and_continues_the_client
     assert_eq!(string_attribute(&span, "gen_ai.system"), "openai");
     assert_eq!(string_attribute(&span, "gen_ai.operation.name"), "chat");
     assert_eq!(string_attribute(&span, "gen_ai.request.model"), "fast");
-    assert_eq!(string_attribute(&span, "gen_ai.response.model"), "mock-model");
+    assert_eq!(
+        string_attribute(&span, "gen_ai.response.model"),
+        "mock-model"
+    );
     assert_eq!(
         int_attribute(&span, "gen_ai.usage.input_tokens"),
         prompt_tokens as i64

@@ -58,7 +58,10 @@ pub fn init(format: LogFormat, tracing: &TracingSettings) -> LogGuard {
 
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or its traces-only variant), when set.
 pub fn env_endpoint() -> Option<String> {
-    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .into_iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .into_iter()
+    .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }

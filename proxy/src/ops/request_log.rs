@@ -106,10 +106,19 @@ fn write_access(
         .then(|| jiff::Timestamp::from_microsecond(ctx.started_unix_us).ok())
         .flatten();
     let client_ip = on(AccessField::ClientIp)
-        .then(|| session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+        .then(|| {
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip())
+        })
         .flatten();
     let user_agent = on(AccessField::UserAgent)
-        .then(|| session.get_header("user-agent").and_then(|v| v.to_str().ok()))
+        .then(|| {
+            session
+                .get_header("user-agent")
+                .and_then(|v| v.to_str().ok())
+        })
         .flatten();
     tracing::info!(
         target: "sluice::access",
