@@ -67,10 +67,12 @@ pub fn record_answer(span: &Span, upstream: &str, system: &str, upstream_model: 
     span.record("gen_ai.response.model", upstream_model);
 }
 
-/// Records on `span` the settled token usage.
+/// Records on `span` the settled token usage. As `i64`: tracing-opentelemetry
+/// exports a `u64` as a string attribute.
 pub fn record_usage(span: &Span, usage: &Usage) {
-    span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
-    span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    span.record("gen_ai.usage.input_tokens", count(usage.prompt_tokens));
+    span.record("gen_ai.usage.output_tokens", count(usage.completion_tokens));
 }
 
 /// Records the status sent to the client on `span`, then writes the access
@@ -83,7 +85,7 @@ pub fn finish(
     route: &'static str,
 ) {
     span.record("status", ctx.status);
-    span.record("http.response.status_code", ctx.status);
+    span.record("http.response.status_code", i64::from(ctx.status));
     if let Some(access) = access {
         write_access(access, session, ctx, route);
     }
