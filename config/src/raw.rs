@@ -52,6 +52,15 @@ pub struct RawConfig {
     /// [`crate::streams::RawStreams`].
     #[serde(default)]
     pub streams: crate::streams::RawStreams,
+    /// The access log. Default: on, with its default fields (see
+    /// [`crate::observability::RawLogging`]).
+    #[serde(default)]
+    pub logging: crate::observability::RawLogging,
+    /// OpenTelemetry trace export. Default: none unless
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see
+    /// [`crate::observability::RawTracing`]).
+    #[serde(default)]
+    pub tracing: crate::observability::RawTracing,
 }
 
 /// `server:` — how sluice listens and what it accepts.

@@ -28,6 +28,10 @@ pub struct Config {
     pub access: crate::AccessSettings,
     /// Node capacity, fair queuing, preemption, pauses.
     pub streams: crate::StreamSettings,
+    /// The access log.
+    pub logging: crate::LoggingSettings,
+    /// OpenTelemetry trace export.
+    pub tracing: crate::TracingSettings,
 }
 
 /// `server:` after validation.
@@ -430,6 +434,8 @@ impl Config {
         let routing = crate::routing::routing_settings(raw.routing)?;
         let ledger = crate::ledger::ledger_config(raw.ledger, raw.pricing)?;
         let streams = crate::streams::stream_settings(raw.streams)?;
+        let logging = crate::observability::logging_settings(raw.logging)?;
+        let tracing = crate::observability::tracing_settings(raw.tracing)?;
 
         let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
         let access =
@@ -442,6 +448,8 @@ impl Config {
             ledger,
             access,
             streams,
+            logging,
+            tracing,
         })
     }
 

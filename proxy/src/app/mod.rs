@@ -25,7 +25,7 @@ use crate::downstream::{Dialect, RequestCtx};
 use crate::error::GatewayError;
 use crate::forward::upstream_pool::UpstreamPool;
 use crate::forward::{NamedBackends, Services};
-use crate::ops::{Accounting, Alerts, Metrics};
+use crate::ops::{request_log, Accounting, Alerts, Metrics};
 use crate::streams::StreamControl;
 use bytes::{Bytes, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerOptions};
@@ -63,6 +63,8 @@ pub struct Gateway {
     limits: EdgeLimits,
     /// The in-process backends by upstream name, for a reloaded gateway.
     named_local: NamedBackends,
+    /// The access log's fields; `None` when it is off.
+    access_log: Option<sluice_config::AccessLogSettings>,
 }
 
 /// A connection whose request was answered and may carry another.
@@ -184,6 +186,7 @@ impl Gateway {
             server_options,
             limits: config.server.limits.clone(),
             named_local,
+            access_log: config.logging.access.clone(),
         }
     }
 
@@ -418,18 +421,7 @@ impl Gateway {
         let route = RouteKind::classify(&header.method, header.uri.path()).on(listener);
         let client_id = session.get_header("x-request-id").map(|v| v.as_bytes());
         let mut ctx = RequestCtx::new(client_id, self.limits.body_timeout);
-        let span = tracing::info_span!(
-            "request",
-            request_id = %ctx.request_id,
-            route = route.label(),
-            listener = listener.label(),
-            model = tracing::field::Empty,
-            tenant = tracing::field::Empty,
-            priority = tracing::field::Empty,
-            key = tracing::field::Empty,
-            upstream = tracing::field::Empty,
-            status = tracing::field::Empty,
-        );
+        let span = request_log::span(&session, &ctx, route.label(), listener.label());
         let in_flight = self
             .services
             .metrics
@@ -439,7 +431,8 @@ impl Gateway {
         self.serve(&mut session, route, &mut ctx)
             .instrument(span.clone())
             .await;
-        span.record("status", ctx.status);
+        let access_log = self.access_log.as_ref();
+        request_log::finish(&span, access_log, &session, &ctx, route.label());
         self.observe(route, &ctx);
         // After observing, so a scrape that sees no request in flight sees its metrics.
         in_flight.dec();

@@ -197,7 +197,8 @@ fn keep_resolved_local_models(running: &Config, next: &mut Config) {
 
 /// The settings `next` changes that only a restart can change: where and
 /// how sluice listens, the ledger's database and writer, stream capacity,
-/// where quota state lives, and the built-in engines.
+/// the trace exporter, where quota state lives, and the built-in engines.
+/// (The access log's fields do reload.)
 fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
     // Debug output hides secrets: they are compared exposed, one by one.
@@ -221,6 +222,9 @@ fn restart_only_changes(running: &Config, next: &Config) -> Vec<&'static str> {
     }
     if !same(&running.streams, &next.streams) {
         changed.push("streams");
+    }
+    if !same(&running.tracing, &next.tracing) {
+        changed.push("tracing (the trace exporter starts once)");
     }
     let (a, b) = (&running.access, &next.access);
     if a.redis_url.as_ref().map(|u| u.expose()) != b.redis_url.as_ref().map(|u| u.expose())

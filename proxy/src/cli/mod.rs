@@ -84,7 +84,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::ops::logging::init(config.server.log_format);
+    // Held until the server has stopped: dropping it flushes exported spans.
+    let _log_guard = crate::ops::logging::init(config.server.log_format, &config.tracing);
     let mut config = config;
     let local = match crate::local::start::start_engines(&mut config, args.offline) {
         Ok(local) => local,

@@ -11,7 +11,9 @@ pub mod watch;
 
 pub use dialect::Dialect;
 
-use sluice_filters::RequestId;
+use sluice_filters::{KeyEntry, RequestId};
+use sluice_providers::Usage;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What every request carries from the moment its header is read, whatever
@@ -37,6 +39,16 @@ pub struct RequestCtx {
     /// upstream (attempts, the answer's pieces): the rest of the request's
     /// time is sluice's own overhead.
     pub waited: Duration,
+    /// The caller's key once authenticated: tenant and key id for the access log.
+    pub key: Option<Arc<KeyEntry>>,
+    /// The caller's effective priority label, once admitted.
+    pub priority: Option<&'static str>,
+    /// The upstream that answered, by its config name.
+    pub upstream: Option<String>,
+    /// Token usage as the upstream reported it, once settled.
+    pub usage: Option<Usage>,
+    /// The request's cost in micro-USD, once settled and priced.
+    pub cost_micros: Option<i64>,
 }
 
 impl RequestCtx {
@@ -63,6 +75,11 @@ impl RequestCtx {
             body_timeout,
             dialect: Dialect::OpenAi,
             waited: Duration::ZERO,
+            key: None,
+            priority: None,
+            upstream: None,
+            usage: None,
+            cost_micros: None,
         }
     }
 }

@@ -41,7 +41,7 @@ pub use answer::{
 
 use crate::downstream::RequestCtx;
 use crate::error::GatewayError;
-use crate::ops::{Accounting, Alerts, Metrics};
+use crate::ops::{request_log, Accounting, Alerts, Metrics};
 use crate::streams::StreamControl;
 use pingora::protocols::http::ServerSession;
 use sluice_filters::{
@@ -164,6 +164,9 @@ pub async fn forward(
     }
     span.record("priority", caller.priority.as_str());
     span.record("model", plan.route.model_label);
+    request_log::record_request(&span, intake.endpoint, &intake.fields.model);
+    rctx.key = caller.key.clone();
+    rctx.priority = Some(caller.priority.as_str());
 
     let stream = services.streams.registry.register(
         rctx.stream_id.clone().unwrap_or_default(),
@@ -200,7 +203,14 @@ pub async fn forward(
             return Err(error);
         }
     };
-    span.record("upstream", answer.target.settings.name.as_str());
+    let upstream = answer.target.settings.name.as_str();
+    let system = match answer.source {
+        // The built-in engine: no provider in between.
+        AnswerSource::Local(_) => "sluice",
+        AnswerSource::Http(_) => answer.provider.label(),
+    };
+    request_log::record_answer(&span, upstream, system, &answer.upstream_model);
+    rctx.upstream = Some(upstream.to_string());
     if let Some(mut relayed) = relay::relay(services, session, &mut ctx, answer, rctx).await? {
         let tail = relayed.tail.take();
         let is_sse = relayed.is_sse;
