@@ -35,12 +35,14 @@ impl Drop for Exporting {
     }
 }
 
+/// The `tracing` layer that exports spans, and the guard that keeps it
+/// exporting.
+pub type ExportLayer<S> = (OpenTelemetryLayer<S, SdkTracer>, Exporting);
+
 /// The `tracing` layer exporting spans, and the guard that keeps it
 /// exporting; `None` when no OTLP endpoint is configured. Call outside any
 /// async runtime (the HTTP client is a blocking one on the processor's thread).
-pub fn layer<S>(
-    settings: &TracingSettings,
-) -> Result<Option<(OpenTelemetryLayer<S, SdkTracer>, Exporting)>, ExporterBuildError>
+pub fn layer<S>(settings: &TracingSettings) -> Result<Option<ExportLayer<S>>, ExporterBuildError>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
