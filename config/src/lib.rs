@@ -15,6 +15,7 @@ mod env;
 mod error;
 mod ledger;
 mod local;
+mod observability;
 mod presets;
 pub mod raw;
 mod raw_access;
@@ -35,6 +36,10 @@ pub use ledger::{DecimalText, Durability, LedgerConfig, RawLedger, RawPrice};
 pub use local::{
     KvCacheSize, LocalDevice, LocalModelSettings, DEFAULT_LOCAL_MODEL_NAME,
     DEFAULT_LOCAL_MODEL_PATH,
+};
+pub use observability::{
+    traces_url, AccessField, AccessLogSettings, LoggingSettings, RawAccessLog, RawLogging,
+    RawTracing, TracingSettings,
 };
 pub use presets::{
     bedrock_base_url, find_preset, Preset, ANTHROPIC_DEFAULT_MAX_TOKENS, ANTHROPIC_DEFAULT_VERSION,

@@ -52,6 +52,15 @@ pub struct RawConfig {
     /// [`crate::streams::RawStreams`].
     #[serde(default)]
     pub streams: crate::streams::RawStreams,
+    /// The access log. Default: on, with its default fields (see
+    /// [`crate::observability::RawLogging`]).
+    #[serde(default)]
+    pub logging: crate::observability::RawLogging,
+    /// OpenTelemetry trace export. Default: none unless
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see
+    /// [`crate::observability::RawTracing`]).
+    #[serde(default)]
+    pub tracing: crate::observability::RawTracing,
 }
 
 /// `server:` — how sluice listens and what it accepts.
@@ -72,6 +81,19 @@ pub struct RawServer {
     /// Seconds to keep serving in-flight requests after SIGTERM. Default 5.
     #[serde(default = "default_grace_period_s")]
     pub grace_period_s: u64,
+    /// Address of the admin listener, which serves `/admin/...`, `/metrics`,
+    /// the stream control API (`/v1/streams...`), `/docs/llms.txt` and
+    /// health; the public `listen` address serves only the OpenAI and
+    /// Anthropic endpoints and health. Default `127.0.0.1:9090`; the
+    /// `--admin-listen` flag overrides it.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    /// Unix socket through which a new sluice started with `--upgrade` takes
+    /// the listening sockets over from this one (zero-downtime upgrade).
+    /// Default `sluice-data/upgrade.sock`, relative to the working
+    /// directory like the default ledger; both processes must name the same.
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: String,
     /// Log line format: `text` or `json`. Default `text`; `--log-format` overrides it.
     #[serde(default)]
     pub log_format: RawLogFormat,
@@ -112,6 +134,8 @@ impl Default for RawServer {
             threads: None,
             max_body_bytes: default_max_body_bytes(),
             grace_period_s: default_grace_period_s(),
+            admin_listen: default_admin_listen(),
+            upgrade_sock: default_upgrade_sock(),
             log_format: RawLogFormat::default(),
             header_timeout_ms: None,
             body_timeout_ms: None,
@@ -266,6 +290,12 @@ pub struct RawLocalPrice {
 
 fn default_listen() -> String {
     "127.0.0.1:8080".to_string()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".to_string()
+}
+fn default_upgrade_sock() -> String {
+    "sluice-data/upgrade.sock".to_string()
 }
 fn default_max_body_bytes() -> usize {
     16 * 1024 * 1024

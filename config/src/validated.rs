@@ -4,6 +4,7 @@ use crate::raw::{RawConfig, RawLogFormat, RawUpstream};
 use crate::routing::{ModelRoute, RoutingSettings};
 use crate::{ConfigError, Secret};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The model name that matches every name not listed explicitly.
@@ -27,6 +28,10 @@ pub struct Config {
     pub access: crate::AccessSettings,
     /// Node capacity, fair queuing, preemption, pauses.
     pub streams: crate::StreamSettings,
+    /// The access log.
+    pub logging: crate::LoggingSettings,
+    /// OpenTelemetry trace export.
+    pub tracing: crate::TracingSettings,
 }
 
 /// `server:` after validation.
@@ -40,6 +45,11 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Time to finish in-flight requests after SIGTERM.
     pub grace_period: Duration,
+    /// Address of the admin listener (admin API, metrics, stream control,
+    /// docs, health).
+    pub admin_listen: SocketAddr,
+    /// Unix socket of the zero-downtime upgrade hand-over.
+    pub upgrade_sock: PathBuf,
     /// Log line format.
     pub log_format: LogFormat,
     /// Deadlines and caps that protect the edge.
@@ -55,6 +65,45 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl ServerSettings {
+    /// Checks that the public and the admin listener can both bind: called
+    /// by validation and again after command-line overrides.
+    pub fn check_listeners(&self) -> Result<(), ConfigError> {
+        let (public, admin) = (self.listen, self.admin_listen);
+        let overlap = public.ip() == admin.ip()
+            || public.ip().is_unspecified()
+            || admin.ip().is_unspecified();
+        if public.port() == admin.port() && overlap {
+            return Err(ConfigError::validation(
+                "server.admin_listen",
+                format!("{admin} collides with server.listen ({public}): give the admin listener its own port"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Longest unix socket path (`sun_path` holds 108 bytes with its NUL).
+const MAX_UNIX_SOCKET_PATH: usize = 107;
+
+/// `server.upgrade_sock`: a path short enough to bind as a unix socket.
+fn upgrade_sock(text: &str) -> Result<PathBuf, ConfigError> {
+    let at = "server.upgrade_sock";
+    if text.is_empty() {
+        return Err(ConfigError::validation(at, "must not be empty"));
+    }
+    if text.len() > MAX_UNIX_SOCKET_PATH {
+        return Err(ConfigError::validation(
+            at,
+            format!(
+                "a unix socket path holds at most {MAX_UNIX_SOCKET_PATH} bytes, got {}",
+                text.len()
+            ),
+        ));
+    }
+    Ok(PathBuf::from(text))
 }
 
 /// What an upstream is, and what its wire format needs.
@@ -286,8 +335,19 @@ impl Config {
             ));
         }
         let limits = crate::EdgeLimits::from_raw(&raw.server)?;
+        let admin_listen: SocketAddr = raw.server.admin_listen.parse().map_err(|_| {
+            ConfigError::validation(
+                "server.admin_listen",
+                format!(
+                    "expected an IP address and port such as 127.0.0.1:9090, got {:?}",
+                    raw.server.admin_listen
+                ),
+            )
+        })?;
         let server = ServerSettings {
             listen,
+            admin_listen,
+            upgrade_sock: upgrade_sock(&raw.server.upgrade_sock)?,
             threads,
             max_body_bytes: raw.server.max_body_bytes,
             grace_period: Duration::from_secs(raw.server.grace_period_s),
@@ -303,6 +363,7 @@ impl Config {
                 .map(crate::ServerTls::from_raw)
                 .transpose()?,
         };
+        server.check_listeners()?;
 
         let mut upstreams = Vec::with_capacity(raw.upstreams.len());
         for (name, up) in raw.upstreams {
@@ -394,6 +455,8 @@ impl Config {
         let routing = crate::routing::routing_settings(raw.routing)?;
         let ledger = crate::ledger::ledger_config(raw.ledger, raw.pricing)?;
         let streams = crate::streams::stream_settings(raw.streams)?;
+        let logging = crate::observability::logging_settings(raw.logging)?;
+        let tracing = crate::observability::tracing_settings(raw.tracing)?;
 
         let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
         let access =
@@ -406,6 +469,8 @@ impl Config {
             ledger,
             access,
             streams,
+            logging,
+            tracing,
         })
     }
 

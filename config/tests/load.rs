@@ -55,6 +55,11 @@ fn example_local_upstream_parses_when_uncommented() {
 fn empty_document_is_all_defaults() {
     let config = load_str("", &env_of(&[])).unwrap();
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.server.admin_listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(
+        config.server.upgrade_sock,
+        std::path::Path::new("sluice-data/upgrade.sock")
+    );
     assert_eq!(config.server.max_body_bytes, 16 * 1024 * 1024);
     assert!(config.models.is_empty());
 }
@@ -165,6 +170,19 @@ fn unknown_upstream_reference_is_refused() {
 #[test]
 fn bad_listen_address_and_url_are_refused() {
     assert!(error_of("server: {listen: 'localhost'}").starts_with("server.listen: "));
+    assert!(error_of("server: {admin_listen: ':9090'}").starts_with("server.admin_listen: "));
+    for clash in [
+        "server: {listen: '127.0.0.1:7000', admin_listen: '127.0.0.1:7000'}",
+        "server: {listen: '0.0.0.0:7000', admin_listen: '127.0.0.1:7000'}",
+    ] {
+        let err = error_of(clash);
+        assert!(
+            err.starts_with("server.admin_listen: ") && err.contains("collides"),
+            "{err}"
+        );
+    }
+    let long = format!("server: {{upgrade_sock: '/{}'}}", "s".repeat(200));
+    assert!(error_of(&long).starts_with("server.upgrade_sock: "));
     let err = error_of("upstreams:\n  a: {base_url: 'ftp://x'}\n");
     assert!(
         err.starts_with("upstreams.a.base_url: scheme must be http or https"),

@@ -35,5 +35,6 @@ pub mod ops;
 pub mod streams;
 pub mod tls;
 
+pub use app::listeners::Start;
 pub use app::server::{run, StartupError};
 pub use app::Gateway;

@@ -218,7 +218,10 @@ async fn every_bad_input_gets_a_clean_4xx_in_openai_shape() {
     assert!(cases.len() >= 30);
     let mut wrong = Vec::new();
     for (name, request, expected) in &cases {
-        let (status, body) = answer(sluice.addr, request).await;
+        // Each request goes to the listener that serves its path.
+        let path = String::from_utf8_lossy(request);
+        let path = path.split(' ').nth(1).unwrap_or("/");
+        let (status, body) = answer(sluice.addr_for(path), request).await;
         let error = &body["error"];
         if status != *expected || !(error["message"].is_string() && error["type"].is_string()) {
             wrong.push(format!("{name}: expected {expected}, got {status} {body}"));

@@ -141,7 +141,7 @@ async fn a_stream_that_crosses_the_hard_limit_is_cut_cleanly_and_billed() {
     let (total, states) = spent(&sluice, 1).await;
     assert_eq!(states, ["cancelled"]);
     assert!(total > 0, "what was delivered is billed");
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     assert!(
         metrics.contains(r#"sluice_budget_events_total{event="stream_cut"} 1"#),
         "{metrics}"

@@ -12,6 +12,8 @@ fn sluice() -> Command {
     // Keep the default ledger out of the source tree.
     c.current_dir(std::env::temp_dir());
     c.env_remove("OPENAI_API_KEY").env_remove("OPENAI_BASE_URL");
+    // The default admin port would collide between tests.
+    c.env("SLUICE_ADMIN_LISTEN", format!("127.0.0.1:{}", free_port()));
     c
 }
 
@@ -25,6 +27,8 @@ fn help_documents_every_subcommand_and_flag() {
         "check-config",
         "--config",
         "--listen",
+        "--admin-listen",
+        "--upgrade",
         "--log-format",
         "--threads",
     ] {

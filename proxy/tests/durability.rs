@@ -267,7 +267,7 @@ ledger:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "never served again");
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     assert!(
         metrics.contains(r#"sluice_ledger_records_total{event="lost"} 0"#),
         "records were lost"

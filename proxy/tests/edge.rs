@@ -130,7 +130,7 @@ async fn silent_and_slow_clients_get_408_then_the_connection_closes() {
     assert!(error["message"].as_str().unwrap().contains("body"));
     assert_eq!(mock.stats().requests(), 0);
 
-    let metrics = settled_metrics(&format!("http://{}", sluice.addr)).await;
+    let metrics = settled_metrics(&sluice).await;
     assert!(metric(&metrics, r#"sluice_client_timeouts_total{phase="preface"}"#) >= 1.0);
     assert!(metric(&metrics, r#"sluice_client_timeouts_total{phase="header"}"#) >= 2.0);
 }
@@ -199,7 +199,7 @@ async fn oversized_and_ambiguous_headers_are_answered_431_and_400() {
         0,
         "nothing ambiguous reaches the upstream"
     );
-    let metrics = settled_metrics(&format!("http://{}", sluice.addr)).await;
+    let metrics = settled_metrics(&sluice).await;
     assert!(
         metric(
             &metrics,
@@ -254,9 +254,8 @@ async fn thousands_of_silent_connections_do_not_starve_normal_clients() {
     }
     // Once sluice has accepted them all, one more from that address is over
     // its cap: answered 503 at once.
-    let base = format!("http://{}", sluice.addr);
     for _ in 0..200 {
-        if metric(&settled_metrics(&base).await, "sluice_connections_open") >= 3_000.0 {
+        if metric(&settled_metrics(&sluice).await, "sluice_connections_open") >= 3_000.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -286,7 +285,7 @@ async fn thousands_of_silent_connections_do_not_starve_normal_clients() {
         assert_eq!(response.status(), 200);
         assert!(started.elapsed() < Duration::from_secs(1));
     }
-    let metrics = settled_metrics(&format!("http://{}", sluice.addr)).await;
+    let metrics = settled_metrics(&sluice).await;
     assert!(metric(&metrics, "sluice_connections_open") >= 3_000.0);
     assert_eq!(
         metric(
@@ -302,6 +301,6 @@ async fn thousands_of_silent_connections_do_not_starve_normal_clients() {
         answered += usize::from(answer.starts_with("HTTP/1.1 408"));
     }
     assert_eq!(answered, 3_000);
-    let metrics = settled_metrics(&format!("http://{}", sluice.addr)).await;
+    let metrics = settled_metrics(&sluice).await;
     assert!(metric(&metrics, "sluice_connections_open") < 10.0);
 }

@@ -90,7 +90,7 @@ async fn refused_upstream_is_502_without_leaking_addresses() {
     assert_eq!(error.code.as_deref(), Some("upstream_unavailable"));
     assert!(!error.message.contains("127.0.0.1"), "{}", error.message);
     assert!(!error.message.contains("sk-upstream-secret"));
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     // Three attempts (the default `routing.max_attempts`), each refused.
     assert!(
         error

@@ -138,7 +138,7 @@ async fn the_breaker_opens_after_failures_and_closes_after_a_good_probe() {
         assert_eq!(ask(&sluice, false).await.status(), 200);
     }
     assert_eq!(first.stats().requests(), 3);
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     assert!(
         metrics.contains(r#"sluice_upstream_breaker_state{upstream="first"} 2"#),
         "{metrics}"
@@ -154,7 +154,7 @@ async fn the_breaker_opens_after_failures_and_closes_after_a_good_probe() {
     let response = ask(&sluice, false).await;
     assert_eq!(response.headers()["x-sluice-target"], "first");
     assert_eq!(first.stats().requests(), 4);
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     assert!(metrics.contains(r#"sluice_upstream_breaker_state{upstream="first"} 0"#));
     assert_eq!(
         ask(&sluice, false).await.headers()["x-sluice-target"],

@@ -159,7 +159,7 @@ async fn requests_are_recorded_priced_and_counted_in_sqlite() {
     let unpriced = by_id("unpriced-1");
     assert!(!unpriced.priced);
     assert_eq!((unpriced.cost, unpriced.cost_picos), (0, 0));
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     // The exact counter is the sum of the records' exact costs.
     let picos: i64 = rows.iter().map(|r| r.cost_picos).sum();
     assert!(
@@ -252,7 +252,7 @@ async fn postgres_outage_mid_run_loses_and_duplicates_nothing() {
     // The writer notices the outage on its next write (records then spool).
     let mut down_seen = false;
     for _ in 0..100 {
-        let metrics = common::settled_metrics(&sluice.url("")).await;
+        let metrics = common::settled_metrics(&sluice).await;
         if metrics.contains(r#"sluice_ledger{gauge="database_up"} 0"#) {
             down_seen = true;
             break;

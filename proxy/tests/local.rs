@@ -431,7 +431,7 @@ async fn a_cancel_through_the_stream_api_and_a_client_that_leaves_free_the_engin
     assert!(records
         .iter()
         .all(|r| r.completion > 0 && r.completion < 400));
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     assert_eq!(
         metric(
             &metrics,

@@ -155,7 +155,7 @@ async fn stream_round_trip_relays_every_event_in_order() {
     // Observed once the relay ends, which may be just after the client has [DONE].
     let mut seen = false;
     for _ in 0..50 {
-        let metrics = common::settled_metrics(&sluice.url("")).await;
+        let metrics = common::settled_metrics(&sluice).await;
         if metrics.contains(r#"sluice_upstream_first_token_seconds_count{upstream="mock"} 1"#) {
             seen = true;
             break;
@@ -356,7 +356,7 @@ async fn health_probes_and_metrics() {
         .bytes()
         .await
         .unwrap();
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     assert!(
         metrics.contains(
             r#"sluice_requests_total{model="fast",route="chat_completions",status="200"} 1"#
@@ -441,7 +441,7 @@ async fn a_client_leaving_mid_stream_closes_the_upstream_at_once() {
         0,
         "generation stopped part-way"
     );
-    let metrics = common::settled_metrics(&sluice.url("")).await;
+    let metrics = common::settled_metrics(&sluice).await;
     assert!(
         metrics.contains("sluice_client_disconnects_total 1"),
         "{metrics}"
@@ -512,4 +512,65 @@ async fn docs_llms_txt_lists_every_route_for_agents() {
     ] {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
+}
+
+/// The value of the first `/metrics` line starting with `prefix`.
+fn metric_value(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{prefix} missing:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn the_gateway_overhead_leaves_out_the_upstreams_time() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let sluice = Sluice::start(&config_for(&mock.base_url(), "")).await;
+    let client = reqwest::Client::new();
+    // A slow first byte, then a slow stream: 300 ms and 10 x 30 ms upstream.
+    for (stream, headers) in [
+        (false, [("x-mock-delay-ms", "300"), ("x-mock-chunks", "1")]),
+        (
+            true,
+            [("x-mock-chunk-delay-ms", "30"), ("x-mock-chunks", "10")],
+        ),
+    ] {
+        let mut request = client
+            .post(sluice.url("/v1/chat/completions"))
+            .json(&chat_body("fast", stream));
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    let metrics = common::settled_metrics(&sluice).await;
+    let count = metric_value(
+        &metrics,
+        r#"sluice_gateway_overhead_seconds_count{route="chat_completions"}"#,
+    );
+    assert_eq!(count, 2.0);
+    let overhead = metric_value(
+        &metrics,
+        r#"sluice_gateway_overhead_seconds_sum{route="chat_completions"}"#,
+    );
+    let total = metric_value(
+        &metrics,
+        r#"sluice_request_duration_seconds_sum{model="fast",route="chat_completions",status="200"}"#,
+    );
+    assert!(
+        total > 0.55,
+        "the upstream's time is in the request's: {total}"
+    );
+    assert!(
+        overhead < 0.1 && overhead > 0.0,
+        "sluice's own time, the upstream's left out: {overhead} of {total}"
+    );
+    assert!(
+        metrics.contains("process_resident_memory_bytes"),
+        "process metrics"
+    );
 }

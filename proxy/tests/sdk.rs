@@ -56,9 +56,12 @@ models:
 async fn run_script(sluice: &Sluice, script: &str, arg: &str) -> String {
     let script = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
     let (base_url, arg) = (sluice.url("/v1"), arg.to_string());
+    // The stream control API is on the admin listener.
+    let admin_url = sluice.admin_url("/v1");
     let output = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .args([&script, &base_url, &arg])
+            .env("SLUICE_ADMIN_URL", admin_url)
             .output()
             .unwrap()
     })

@@ -70,7 +70,7 @@ async fn two_nodes_enforce_one_limit_and_fail_open_to_local_limits() {
         3,
         "{during:?}"
     );
-    let metrics = common::settled_metrics(&a.url("")).await;
+    let metrics = common::settled_metrics(&a).await;
     assert!(metrics.contains("sluice_quota_store_up 0"), "{metrics}");
 
     redis.restart().unwrap();
@@ -78,7 +78,7 @@ async fn two_nodes_enforce_one_limit_and_fail_open_to_local_limits() {
     let mut back = Vec::new();
     for _ in 0..40 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let metrics = common::settled_metrics(&b.url("")).await;
+        let metrics = common::settled_metrics(&b).await;
         back.push(status_of(&b).await);
         if metrics.contains("sluice_quota_store_up 1") && back.ends_with(&[429]) {
             break;

@@ -79,14 +79,15 @@ pub struct AccessPolicy {
     jwt: Option<JwtVerifier>,
     /// Keys declared in config, kept to seed their budgets at start.
     config_keys: Vec<KeyEntry>,
-    /// Local or Redis-shared quota state.
-    quotas: Quotas,
+    /// Local or Redis-shared quota state (kept across a config reload).
+    quotas: Arc<Quotas>,
     /// Tenant policies: from config, then from the admin API.
     tenants: RwLock<HashMap<String, Arc<TenantPolicy>>>,
     /// `max_tokens` assumed when a request gives none.
     default_max_tokens: u64,
-    /// Budgets, and which soft limits were announced this period.
-    spend: SpendPolicy,
+    /// Budgets, and which soft limits were announced this period (kept
+    /// across a config reload).
+    spend: Arc<SpendPolicy>,
     /// Where soft-limit alerts are POSTed.
     alert_webhook: Option<String>,
 }
@@ -139,15 +140,40 @@ impl AccessPolicy {
                     .ok()
             }),
             config_keys: keys,
-            quotas: match redis {
+            quotas: Arc::new(match redis {
                 Some(store) => Quotas::shared(store, settings.redis_fail_open),
                 None => Quotas::local(),
-            },
+            }),
             tenants: RwLock::new(tenants),
             default_max_tokens: settings.default_max_tokens,
-            spend: SpendPolicy::new(budgets),
+            spend: Arc::new(SpendPolicy::new(budgets)),
             alert_webhook: settings.alert_webhook.clone(),
         }
+    }
+
+    /// The policy of reloaded `settings`, keeping this one's quota counters
+    /// and budget spend (keyed by key and tenant, so a limit that changed
+    /// applies to what was already used). Where the counters live (Redis
+    /// or not) and the budget time zone cannot change this way.
+    pub fn reconfigured(
+        &self,
+        settings: &AccessSettings,
+        key_source: Option<Arc<dyn KeySource>>,
+    ) -> Self {
+        let mut next = AccessPolicy::new_local_state(settings, key_source);
+        next.quotas = self.quotas.clone();
+        next.spend = self.spend.clone();
+        next
+    }
+
+    /// [`AccessPolicy::new`] without connecting to Redis: its state is
+    /// replaced by [`AccessPolicy::reconfigured`] at once.
+    fn new_local_state(settings: &AccessSettings, key_source: Option<Arc<dyn KeySource>>) -> Self {
+        let local = AccessSettings {
+            redis_url: None,
+            ..settings.clone()
+        };
+        AccessPolicy::new(&local, key_source)
     }
 
     /// Whether OpenAI endpoints need a key.

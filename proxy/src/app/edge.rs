@@ -1,5 +1,6 @@
-//! The connection layer in front of the [`Gateway`]: what happens between
-//! `accept` and a request header, where pingora itself sets no deadline.
+//! The connection layer in front of the [`Gateway`](super::Gateway) (one per listener):
+//! what happens between `accept` and a request header, where pingora itself
+//! sets no deadline.
 //!
 //! - **Caps**: at most `server.max_connections` open client connections,
 //!   and `server.max_connections_per_client` from one IP address; one more
@@ -9,7 +10,7 @@
 //!   answered 408; with `server.tls`, it must finish the TLS handshake
 //!   within the same time, or it is closed; an idle keep-alive connection is closed after
 //!   `server.keepalive_timeout_s`; the header deadline itself is the
-//!   gateway's ([`Gateway::serve_one`]).
+//!   gateway's ([`Gateway::serve_one`](super::Gateway::serve_one)).
 //!
 //! Pingora's own `ServerApp` for an `HttpServerApp` waits for 24 bytes of a
 //! possible h2c preface with no deadline, so a client sending fewer bytes
@@ -19,7 +20,8 @@
 //! TLS the edge runs the handshake (see [`crate::tls`] for why not
 //! pingora's listener) and ALPN, not sniffing, picks h2 or HTTP/1.1.
 
-use super::{Gateway, Reuse};
+use super::listeners::ListenerApp;
+use super::Reuse;
 use crate::downstream::respond::raw_error;
 use crate::error::GatewayError;
 use crate::ops::Metrics;
@@ -47,7 +49,8 @@ const LINGER: Duration = Duration::from_millis(500);
 
 /// The pingora application: caps and deadlines, then the gateway.
 pub struct Edge {
-    gateway: Arc<Gateway>,
+    /// The gateway as this listener serves it.
+    app: Arc<ListenerApp>,
     limits: EdgeLimits,
     h2c: bool,
     gate: ConnectionGate,
@@ -57,12 +60,13 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Puts the edge in front of `gateway`.
-    pub fn new(gateway: Gateway, limits: EdgeLimits) -> Self {
+    /// Puts the edge in front of one listener's `app`.
+    pub fn new(app: ListenerApp, limits: EdgeLimits) -> Self {
+        let gateway = app.gateway();
         let metrics = gateway.services.metrics.clone();
         Edge {
             h2c: gateway.server_options.h2c,
-            gateway: Arc::new(gateway),
+            app: Arc::new(app),
             gate: ConnectionGate::new(&limits, metrics.edge.open.clone()),
             limits,
             metrics,
@@ -126,7 +130,7 @@ impl Edge {
             Some(self.limits.keepalive_timeout.as_secs())
         };
         session.set_keepalive(keepalive);
-        let mut next = self.gateway.serve_one(session, shutdown).await;
+        let mut next = self.app.serve_one(session, shutdown).await;
         while let Some(Reuse {
             mut stream,
             prefix,
@@ -150,7 +154,7 @@ impl Edge {
             if let Some(prefix) = prefix {
                 session.set_pipelined_prefix(prefix);
             }
-            next = self.gateway.serve_one(session, shutdown).await;
+            next = self.app.serve_one(session, shutdown).await;
         }
     }
 }
@@ -207,14 +211,14 @@ impl ServerApp for Edge {
         if h2 {
             // Pingora's HTTP/2 server: its own preface check now finds the
             // preface already buffered.
-            return ServerApp::process_new(&self.gateway, stream, shutdown).await;
+            return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
         self.serve_http1(stream, shutdown).await;
         None
     }
 
     async fn cleanup(&self) {
-        ServerApp::cleanup(&*self.gateway).await;
+        ServerApp::cleanup(&*self.app).await;
     }
 }
 

@@ -1,7 +1,8 @@
-//! The HTTP application: one pingora `HttpServerApp` serving every route —
-//! health, metrics and `/v1/models` here, the OpenAI endpoints through the
-//! forward pipeline, the stream control and admin APIs through their
-//! modules. [`server`] assembles the pingora server around it.
+//! The HTTP application: one [`Gateway`] serving every route — health,
+//! metrics and `/v1/models` here, the OpenAI endpoints through the forward
+//! pipeline, the stream control and admin APIs through their modules — on
+//! two listeners, each serving its own routes ([`listeners`]). [`server`]
+//! assembles the pingora server around it.
 //!
 //! Why `HttpServerApp` and not pingora's `ProxyHttp`: `ProxyHttp` picks the
 //! upstream (`upstream_peer`) before the request body is read, but an OpenAI
@@ -13,6 +14,8 @@
 //! on the hot path.
 
 pub mod edge;
+pub mod listeners;
+pub mod reload;
 pub mod routes;
 pub mod server;
 
@@ -22,15 +25,14 @@ use crate::downstream::{Dialect, RequestCtx};
 use crate::error::GatewayError;
 use crate::forward::upstream_pool::UpstreamPool;
 use crate::forward::{NamedBackends, Services};
-use crate::ops::{Accounting, Alerts, Metrics};
+use crate::ops::{request_log, Accounting, Alerts, Metrics};
 use crate::streams::StreamControl;
-use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::apps::{HttpPersistentSettings, HttpServerOptions};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use routes::RouteKind;
+use routes::{Listener, RouteKind};
 use sluice_config::{Config, EdgeLimits};
 use sluice_providers::dialects::ClientDialect;
 use sluice_providers::{Endpoint, Router};
@@ -38,7 +40,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tracing::Instrument;
 
-/// The sluice HTTP application; one instance serves every connection.
+/// The sluice HTTP application; one instance, shared by both listeners,
+/// serves every connection.
 pub struct Gateway {
     /// What forwarded requests use: router, access, accounting, streams, metrics.
     pub services: Services,
@@ -58,6 +61,10 @@ pub struct Gateway {
     server_options: HttpServerOptions,
     /// Header deadline and header caps.
     limits: EdgeLimits,
+    /// The in-process backends by upstream name, for a reloaded gateway.
+    named_local: NamedBackends,
+    /// The access log's fields; `None` when it is off.
+    access_log: Option<sluice_config::AccessLogSettings>,
 }
 
 /// A connection whose request was answered and may carry another.
@@ -87,13 +94,50 @@ pub struct GatewayParts {
 impl Gateway {
     /// Builds the gateway for a validated config.
     pub fn new(config: &Config, parts: GatewayParts) -> Self {
+        let streams = Arc::new(StreamControl::new(
+            &config.streams,
+            config.access.redis_url.as_ref().map(|u| u.expose()),
+            &parts.control,
+            parts.metrics.clone(),
+        ));
+        Gateway::assemble(config, parts, streams, |key_source| {
+            sluice_filters::AccessPolicy::new(&config.access, key_source)
+        })
+    }
+
+    /// The gateway of a reloaded `config`, sharing this one's metrics,
+    /// ledger, runtimes, engines, live streams, and quota and budget state
+    /// (its settings that need a restart are checked to be unchanged first,
+    /// in `reload.rs`).
+    pub fn reloaded(&self, config: &Config) -> Self {
+        let parts = GatewayParts {
+            metrics: self.services.metrics.clone(),
+            accounting: self.services.accounting.clone(),
+            control: self.control.clone(),
+            ready: self.ready.clone(),
+            local: self.named_local.clone(),
+        };
+        Gateway::assemble(config, parts, self.services.streams.clone(), |key_source| {
+            self.services
+                .access
+                .reconfigured(&config.access, key_source)
+        })
+    }
+
+    fn assemble(
+        config: &Config,
+        parts: GatewayParts,
+        streams: Arc<StreamControl>,
+        access: impl FnOnce(Option<Arc<dyn sluice_filters::KeySource>>) -> sluice_filters::AccessPolicy,
+    ) -> Self {
         let GatewayParts {
             metrics,
             accounting,
             control,
             ready,
-            local,
+            local: named_local,
         } = parts;
+        let local = &named_local;
         let router = Router::new(config);
         let model_names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
         let upstreams = UpstreamPool::new(router.targets());
@@ -119,14 +163,8 @@ impl Gateway {
                 models: Arc::new(model_names.clone()),
             }) as Arc<dyn sluice_filters::KeySource>
         });
-        let access = sluice_filters::AccessPolicy::new(&config.access, key_source);
+        let access = access(key_source);
         let alerts = Alerts::new(access.alert_webhook().map(str::to_string), metrics.clone());
-        let streams = StreamControl::new(
-            &config.streams,
-            config.access.redis_url.as_ref().map(|u| u.expose()),
-            &control,
-            metrics.clone(),
-        );
         Gateway {
             services: Services {
                 router,
@@ -147,7 +185,14 @@ impl Gateway {
             docs_body: Bytes::from(routes::llms_txt()),
             server_options,
             limits: config.server.limits.clone(),
+            named_local,
+            access_log: config.logging.access.clone(),
         }
+    }
+
+    /// The control runtime's handle.
+    pub fn control(&self) -> &tokio::runtime::Handle {
+        &self.control
     }
 
     /// What the admin handlers work with.
@@ -309,22 +354,31 @@ impl Gateway {
         let labels = [route.label(), ctx.model_label.as_str(), status];
         let metrics = &self.services.metrics;
         metrics.requests.with_label_values(&labels).inc();
+        let elapsed = ctx.started.elapsed();
         metrics
             .request_duration
             .with_label_values(&labels)
-            .observe(ctx.started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
+        if route.is_forwarded() {
+            metrics
+                .gateway_overhead
+                .with_label_values(&[route.label()])
+                .observe(elapsed.saturating_sub(ctx.waited).as_secs_f64());
+        }
     }
 }
 
 impl Gateway {
-    /// Serves one request on `session`: reads its header under
-    /// `server.header_timeout_ms` (408 when late, 400 or 431 when it cannot
-    /// be accepted), routes and answers it, and gives the connection back
-    /// when it may carry another.
+    /// Serves one request that came in on `listener`: reads its header
+    /// under `server.header_timeout_ms` (408 when late, 400 or 431 when it
+    /// cannot be accepted), routes and answers it (a route of the other
+    /// listener is an unknown path here), and gives the connection back when
+    /// it may carry another.
     pub async fn serve_one(
         &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
+        listener: Listener,
     ) -> Option<Reuse> {
         match tokio::time::timeout(self.limits.header_timeout, session.read_request()).await {
             Ok(Ok(true)) => {}
@@ -364,20 +418,10 @@ impl Gateway {
         // instead of dropping it.
         session.set_pipelining_enabled(true);
         let header = session.req_header();
-        let route = RouteKind::classify(&header.method, header.uri.path());
+        let route = RouteKind::classify(&header.method, header.uri.path()).on(listener);
         let client_id = session.get_header("x-request-id").map(|v| v.as_bytes());
         let mut ctx = RequestCtx::new(client_id, self.limits.body_timeout);
-        let span = tracing::info_span!(
-            "request",
-            request_id = %ctx.request_id,
-            route = route.label(),
-            model = tracing::field::Empty,
-            tenant = tracing::field::Empty,
-            priority = tracing::field::Empty,
-            key = tracing::field::Empty,
-            upstream = tracing::field::Empty,
-            status = tracing::field::Empty,
-        );
+        let span = request_log::span(&session, &ctx, route.label(), listener.label());
         let in_flight = self
             .services
             .metrics
@@ -387,7 +431,8 @@ impl Gateway {
         self.serve(&mut session, route, &mut ctx)
             .instrument(span.clone())
             .await;
-        span.record("status", ctx.status);
+        let access_log = self.access_log.as_ref();
+        request_log::finish(&span, access_log, &session, &ctx, route.label());
         self.observe(route, &ctx);
         // After observing, so a scrape that sees no request in flight sees its metrics.
         in_flight.dec();
@@ -473,25 +518,6 @@ fn header_bytes(headers: &http::HeaderMap) -> usize {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum()
-}
-
-/// Pingora's HTTP/2 server calls this for each stream (HTTP/1.x goes
-/// through [`edge::Edge`]).
-#[async_trait]
-impl HttpServerApp for Gateway {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        self.serve_one(session, shutdown)
-            .await
-            .map(|reuse| ReusedHttpStream::new(reuse.stream, Some(reuse.settings)))
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        Some(&self.server_options)
-    }
 }
 
 /// Status as a label without allocating for the common codes.

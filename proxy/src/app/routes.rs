@@ -1,9 +1,53 @@
 //! The route table: what a request asks for, from its method and path alone
-//! ([`RouteKind::classify`]), and the same routes documented ([`ROUTES`]),
-//! from which `GET /docs/llms.txt` is rendered; a test checks that every
-//! documented route classifies as documented and every kind is documented.
+//! ([`RouteKind::classify`]), which listener serves it ([`RouteKind::served`]),
+//! and the same routes documented ([`ROUTES`]), from which `GET /docs/llms.txt`
+//! is rendered; a test checks that every documented route classifies as
+//! documented and every kind is documented.
 
 use sluice_providers::Endpoint;
+
+/// The listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `server.listen`: the OpenAI and Anthropic surface, and health.
+    Public,
+    /// `server.admin_listen`: the admin and stream control APIs, metrics,
+    /// docs, and health.
+    Admin,
+}
+
+impl Listener {
+    /// The pingora service name, also the `listener` of logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Public => "public",
+            Listener::Admin => "admin",
+        }
+    }
+}
+
+/// Which listeners serve a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Only the public listener.
+    Public,
+    /// Only the admin listener.
+    Admin,
+    /// Both (health, and the 404 of an unknown path).
+    Both,
+}
+
+impl Served {
+    /// Whether `listener` serves the route.
+    pub fn on(self, listener: Listener) -> bool {
+        matches!(
+            (self, listener),
+            (Served::Both, _)
+                | (Served::Public, Listener::Public)
+                | (Served::Admin, Listener::Admin)
+        )
+    }
+}
 
 /// What a request asked for, decided from its method and path alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +109,43 @@ impl RouteKind {
             "/admin/usage" => RouteKind::UsageReport,
             "/docs/llms.txt" => RouteKind::Docs,
             _ => RouteKind::Unknown,
+        }
+    }
+
+    /// Whether requests on this route are forwarded to an upstream or the
+    /// engine (and so have a gateway overhead to measure).
+    pub fn is_forwarded(self) -> bool {
+        matches!(
+            self,
+            RouteKind::Forward(_) | RouteKind::Messages | RouteKind::Responses
+        )
+    }
+
+    /// Which listeners serve this route; on any other it is
+    /// [`RouteKind::Unknown`], a 404 like any path that does not exist.
+    pub fn served(self) -> Served {
+        match self {
+            RouteKind::Forward(_)
+            | RouteKind::Messages
+            | RouteKind::CountTokens
+            | RouteKind::Responses
+            | RouteKind::Models => Served::Public,
+            RouteKind::Metrics
+            | RouteKind::UsageReport
+            | RouteKind::AdminAccess
+            | RouteKind::Streams
+            | RouteKind::Docs => Served::Admin,
+            RouteKind::Live | RouteKind::Ready | RouteKind::Unknown => Served::Both,
+        }
+    }
+
+    /// What `listener` makes of a request classified as `self`: the route
+    /// itself when the listener serves it, else [`RouteKind::Unknown`].
+    pub fn on(self, listener: Listener) -> Self {
+        if self.served().on(listener) {
+            self
+        } else {
+            RouteKind::Unknown
         }
     }
 
@@ -160,16 +241,27 @@ pub const ROUTES: &[RouteDoc] = &[
     route("GET", "/docs/llms.txt", "/docs/llms.txt", RouteKind::Docs, "This list."),
 ];
 
-/// `/docs/llms.txt` (the llmstxt.org shape: a title, a summary, then a list).
+/// `/docs/llms.txt` (the llmstxt.org shape: a title, a summary, then a
+/// list per listener).
 pub fn llms_txt() -> String {
     let mut out = String::from(
         "# sluice\n\n> An OpenAI-compatible LLM gateway: point an OpenAI SDK at it and change nothing else. \
          It authenticates the caller (`Authorization: Bearer <key>`), enforces tenant quotas and budgets, \
          routes each `model` over failover chains, and records every request's tokens and exact cost. \
-         Errors are OpenAI's `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`, or Anthropic's on `/v1/messages`.\n\n## Endpoints\n\n",
+         Errors are OpenAI's `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`, or Anthropic's on `/v1/messages`. \
+         Two listeners: the public one (`server.listen`) and the admin one (`server.admin_listen`, \
+         default 127.0.0.1:9090); a route asked of the other listener answers 404 `unknown_url`.\n",
     );
-    for r in ROUTES {
-        out.push_str(&format!("- `{} {}`: {}\n", r.method, r.path, r.summary));
+    let sections = [
+        (Served::Public, "Public listener (`server.listen`)"),
+        (Served::Admin, "Admin listener (`server.admin_listen`)"),
+        (Served::Both, "Both listeners"),
+    ];
+    for (served, title) in sections {
+        out.push_str(&format!("\n## {title}\n\n"));
+        for r in ROUTES.iter().filter(|r| r.kind.served() == served) {
+            out.push_str(&format!("- `{} {}`: {}\n", r.method, r.path, r.summary));
+        }
     }
     out
 }
@@ -225,6 +317,36 @@ mod tests {
         let text = llms_txt();
         assert!(text.starts_with("# sluice\n"));
         assert_eq!(text.matches("\n- `").count(), ROUTES.len());
+        let admin = text.find("## Admin listener").unwrap();
+        let both = text.find("## Both listeners").unwrap();
+        let metrics = text.find("- `GET /metrics`").unwrap();
+        assert!(admin < metrics && metrics < both, "{text}");
+    }
+
+    #[test]
+    fn each_listener_serves_its_own_routes_and_health() {
+        use http::Method;
+        let chat = RouteKind::classify(&Method::POST, "/v1/chat/completions");
+        assert_eq!(chat.on(Listener::Public), chat);
+        assert_eq!(chat.on(Listener::Admin), RouteKind::Unknown);
+        for path in [
+            "/admin/keys",
+            "/admin/usage",
+            "/metrics",
+            "/v1/streams",
+            "/docs/llms.txt",
+        ] {
+            let kind = RouteKind::classify(&Method::GET, path);
+            assert_eq!(kind.on(Listener::Public), RouteKind::Unknown, "{path}");
+            assert_eq!(kind.on(Listener::Admin), kind, "{path}");
+        }
+        for path in ["/health", "/health/live", "/health/ready"] {
+            let kind = RouteKind::classify(&Method::GET, path);
+            assert_eq!(
+                (kind.on(Listener::Public), kind.on(Listener::Admin)),
+                (kind, kind)
+            );
+        }
     }
 
     #[test]

@@ -1,15 +1,15 @@
 //! Assembling and running the pingora server around the [`Gateway`].
 
+use super::listeners::{listeners, pingora_server, Start, UpgradeSockError};
+use super::reload::{ConfigSource, LiveGateway, ReloadWatch, Reloader};
 use super::{Gateway, GatewayParts};
 use crate::forward::NamedBackends;
 use crate::ops::{Accounting, ControlRuntime, Metrics};
 use async_trait::async_trait;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::server::{RunArgs, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
-use pingora::services::listening::Service;
 use sluice_config::Config;
-use sluice_filters::{AccessPolicy, Scope};
+use sluice_filters::{AccessPolicy, KeyEntry, Scope};
 use sluice_ledger::{round_picos_to_micros, GroupKey};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +30,9 @@ pub enum StartupError {
     /// `ca_file` could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The upgrade socket's directory could not be made.
+    #[error(transparent)]
+    UpgradeSock(#[from] UpgradeSockError),
     /// A local model could not be loaded.
     #[error("cannot start local model {upstream}: {message}")]
     LocalModel {
@@ -56,9 +59,35 @@ impl BackgroundService for Readiness {
 
 /// Loads what every budgeted key and tenant already spent this period, the
 /// ledger being the durable source of truth.
-fn seed_budgets(access: &AccessPolicy, accounting: &Accounting, control: &ControlRuntime) {
+fn seed_budgets(access: &AccessPolicy, accounting: &Accounting, control: &tokio::runtime::Handle) {
     let requests = access.budgets_to_seed(access.config_keys());
-    for request in &requests {
+    seed(access, accounting, control, &requests);
+}
+
+/// After a reload, seeds the budgets of keys the new config `added` (the
+/// running ones keep their state; tenants' too).
+pub fn seed_budgets_of(gateway: &Gateway, added: &[KeyEntry]) {
+    let access = &gateway.services.access;
+    let requests: Vec<_> = access
+        .budgets_to_seed(added)
+        .into_iter()
+        .filter(|r| matches!(r.scope, Scope::Key(_)))
+        .collect();
+    seed(
+        access,
+        &gateway.services.accounting,
+        gateway.control(),
+        &requests,
+    );
+}
+
+fn seed(
+    access: &AccessPolicy,
+    accounting: &Accounting,
+    control: &tokio::runtime::Handle,
+    requests: &[sluice_filters::SeedRequest],
+) {
+    for request in requests {
         let (group, name) = match &request.scope {
             Scope::Key(id) => (GroupKey::Key, id),
             Scope::Tenant(tenant) => (GroupKey::Tenant, tenant),
@@ -78,9 +107,26 @@ fn seed_budgets(access: &AccessPolicy, accounting: &Accounting, control: &Contro
     }
 }
 
-/// Runs sluice with `config` until SIGTERM (graceful) or SIGINT (fast).
-/// `local` are the in-process backends, by upstream name.
-pub fn run(config: Config, local: NamedBackends) -> Result<(), StartupError> {
+/// Where a reload reads the config again: how to load it, and the file to
+/// watch for changes (`None`: embedded defaults, reloaded on SIGHUP only).
+pub struct ReloadFrom {
+    /// Loads the config as at start.
+    pub source: ConfigSource,
+    /// The config file.
+    pub path: Option<std::path::PathBuf>,
+}
+
+/// Runs sluice with `config` until SIGTERM (graceful), SIGQUIT (graceful,
+/// after handing the listening sockets to a process started with
+/// [`Start::Upgrade`]) or SIGINT (fast). `local` are the in-process
+/// backends, by upstream name; `reload`, when given, reloads the config on
+/// SIGHUP and when its file changes.
+pub fn run(
+    config: Config,
+    local: NamedBackends,
+    start: Start,
+    reload: Option<ReloadFrom>,
+) -> Result<(), StartupError> {
     let metrics = Arc::new(Metrics::new()?);
     let tls = crate::tls::for_server(&config, &metrics)?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -104,35 +150,33 @@ pub fn run(config: Config, local: NamedBackends) -> Result<(), StartupError> {
     crate::admin::keys::load_stored_tenants(access, &gateway.admin());
     // Spend is rebuilt from the ledger: let a spool from the last run land first.
     accounting.catch_up();
-    seed_budgets(access, &accounting, &control);
+    seed_budgets(access, &accounting, &control.handle());
     if !access.required() {
         tracing::warn!("auth is off: anyone who reaches this port uses the upstream keys (declare tenants or set auth.required)");
     }
 
-    let conf = ServerConf {
-        threads: config.server.threads,
-        grace_period_seconds: Some(config.server.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(config.server.grace_period.as_secs().max(1)),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-
-    let limits = config.server.limits.clone();
-    let mut service = Service::new(
-        "sluice".to_string(),
-        super::edge::Edge::new(gateway, limits).with_tls(tls.acceptor),
-    );
-    service.add_tcp(&config.server.listen.to_string());
-    server.add_service(service);
+    let mut server = pingora_server(&config.server, start)?;
+    let metrics = gateway.services.metrics.clone();
+    let live = Arc::new(LiveGateway::new(gateway));
+    for listener in listeners(live.clone(), &config.server, tls.acceptor) {
+        server.add_service(listener);
+    }
     server.add_service(background_service("readiness", Readiness(ready)));
     if let Some(reloader) = tls.reloader {
         server.add_service(background_service("tls-reload", reloader));
+    }
+    if let Some(from) = reload {
+        let reloader = Reloader::new(from.source, from.path, live, config.clone(), metrics);
+        server.add_service(background_service(
+            "config reload",
+            ReloadWatch(Arc::new(reloader)),
+        ));
     }
 
     tracing::info!(
         listen = %config.server.listen,
         tls = config.server.tls.is_some(),
+        admin_listen = %config.server.admin_listen,
         threads = config.server.threads,
         upstreams = config.upstreams.len(),
         models = config.models.len(),

@@ -118,6 +118,15 @@ pub struct ServeArgs {
     /// Address to listen on, overriding `server.listen` (e.g. 0.0.0.0:8080).
     #[arg(long, env = "SLUICE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address of the admin listener (admin API, /metrics, /v1/streams,
+    /// /docs/llms.txt, health), overriding `server.admin_listen`.
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Take the listening sockets over from a running sluice through
+    /// `server.upgrade_sock` (zero-downtime upgrade), then send that one
+    /// SIGQUIT: it hands them over, and drains.
+    #[arg(long, short = 'u')]
+    pub upgrade: bool,
     /// Log line format, overriding `server.log_format`. Filter with RUST_LOG.
     #[arg(long, value_enum, env = "SLUICE_LOG_FORMAT")]
     pub log_format: Option<LogFormatArg>,
@@ -154,6 +163,9 @@ mod tests {
         let cli = Cli::parse_from(["sluice", "--listen", "127.0.0.1:9"]);
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.listen.unwrap().port(), 9);
+        let cli = Cli::parse_from(["sluice", "-u", "--admin-listen", "127.0.0.1:10"]);
+        assert!(cli.serve.upgrade);
+        assert_eq!(cli.serve.admin_listen.unwrap().port(), 10);
         let cli = Cli::parse_from(["sluice", "check-config", "x.yaml"]);
         assert!(matches!(cli.command, Some(Command::CheckConfig { .. })));
     }

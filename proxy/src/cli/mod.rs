@@ -53,6 +53,10 @@ fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if let Some(admin_listen) = args.admin_listen {
+        config.server.admin_listen = admin_listen;
+    }
+    config.server.check_listeners()?;
     if let Some(threads) = args.threads.filter(|t| *t > 0) {
         config.server.threads = threads;
     }
@@ -80,7 +84,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::ops::logging::init(config.server.log_format);
+    // Held until the server has stopped: dropping it flushes exported spans.
+    let _log_guard = crate::ops::logging::init(config.server.log_format, &config.tracing);
     let mut config = config;
     let local = match crate::local::start::start_engines(&mut config, args.offline) {
         Ok(local) => local,
@@ -92,7 +97,17 @@ fn serve(args: ServeArgs) -> ExitCode {
     if config.models.is_empty() {
         tracing::warn!("no models configured: every model answers 404 (pass --config)");
     }
-    match crate::run(config, local) {
+    let start = if args.upgrade {
+        crate::Start::Upgrade
+    } else {
+        crate::Start::Fresh
+    };
+    let path = args.config.clone();
+    let reload = crate::app::server::ReloadFrom {
+        source: Box::new(move || load(&args)),
+        path,
+    };
+    match crate::run(config, local, start, Some(reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "sluice failed to start");

@@ -11,7 +11,9 @@ pub mod watch;
 
 pub use dialect::Dialect;
 
-use sluice_filters::RequestId;
+use sluice_filters::{KeyEntry, RequestId};
+use sluice_providers::Usage;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What every request carries from the moment its header is read, whatever
@@ -33,9 +35,32 @@ pub struct RequestCtx {
     pub body_timeout: Duration,
     /// The shape the client speaks, known from its route: errors go back in it.
     pub dialect: Dialect,
+    /// Time spent waiting on the client (its body, its reading) or the
+    /// upstream (attempts, the answer's pieces): the rest of the request's
+    /// time is sluice's own overhead.
+    pub waited: Duration,
+    /// The caller's key once authenticated: tenant and key id for the access log.
+    pub key: Option<Arc<KeyEntry>>,
+    /// The caller's effective priority label, once admitted.
+    pub priority: Option<&'static str>,
+    /// The upstream that answered, by its config name.
+    pub upstream: Option<String>,
+    /// Token usage as the upstream reported it, once settled.
+    pub usage: Option<Usage>,
+    /// The request's cost in micro-USD, once settled and priced.
+    pub cost_micros: Option<i64>,
 }
 
 impl RequestCtx {
+    /// Runs `wait` (a wait on the client or the upstream), counting its
+    /// time as waited rather than as sluice's overhead.
+    pub async fn waiting<T>(&mut self, wait: impl std::future::Future<Output = T>) -> T {
+        let from = Instant::now();
+        let out = wait.await;
+        self.waited += from.elapsed();
+        out
+    }
+
     /// A context for a request whose header has just been read, honouring
     /// the client's `x-request-id` when it sent a usable one; its body must
     /// keep arriving within `body_timeout`.
@@ -49,6 +74,12 @@ impl RequestCtx {
             stream_id: None,
             body_timeout,
             dialect: Dialect::OpenAi,
+            waited: Duration::ZERO,
+            key: None,
+            priority: None,
+            upstream: None,
+            usage: None,
+            cost_micros: None,
         }
     }
 }

@@ -77,8 +77,9 @@ pub async fn wait_for_answer<'r>(
                 .node_slot(tenant, shared.caller.priority)
                 .await?;
             shared.stream.admitted();
-            let answer = try_candidates(services, &client_header, shared, rctx).await?;
-            Ok::<_, GatewayError>((slot, answer))
+            let asked = Instant::now();
+            let answer = try_candidates(services, &client_header, shared, rctx).await;
+            Ok::<_, GatewayError>((slot, answer, asked.elapsed()))
         };
         tokio::select! {
             done = work => Ok(done),
@@ -88,9 +89,11 @@ pub async fn wait_for_answer<'r>(
     *session.req_header_mut() = client_header;
     match waited {
         Ok(done) => {
-            let (slot, answer) = done?;
+            let (slot, answer, upstream_time) = done?;
+            // Attempts are the upstream's time, not sluice's overhead.
+            rctx.waited += upstream_time;
             ctx.slot = slot;
-            Ok(Some(answer))
+            Ok(Some(answer?))
         }
         Err(Interrupted::ClientGone) => {
             services.streams.end_stream(&ctx.stream, EndCause::Client);

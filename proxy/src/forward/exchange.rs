@@ -101,8 +101,9 @@ fn is_timeout(kind: &ErrorType) -> bool {
 }
 
 /// The request header sent upstream: for OpenAI-compatible upstreams the
-/// client's headers minus hop-by-hop and credential headers; then the
-/// adapter's own (credentials, version, signature).
+/// client's headers minus hop-by-hop and credential headers; with the
+/// `otel` feature exporting, sluice's `traceparent`; then the adapter's own
+/// (credentials, version, signature).
 fn upstream_request(
     client: &RequestHeader,
     provider: &Provider,
@@ -125,6 +126,9 @@ fn upstream_request(
     request.insert_header("host", provider.host_header())?;
     request.insert_header("content-length", outgoing.body.len())?;
     request.insert_header("x-request-id", rctx.request_id.as_str())?;
+    // The request span's context in place of the client's (whose trace it continues).
+    #[cfg(feature = "otel")]
+    crate::ops::otel::inject(&mut request)?;
     for (name, value) in &outgoing.headers {
         request.insert_header(name.clone(), value.clone())?;
     }

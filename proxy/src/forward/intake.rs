@@ -39,6 +39,8 @@ pub struct Intake<'r> {
     pub native: Option<NativeBody>,
     /// A Responses API request's turn.
     pub turn: Option<ResponsesTurn>,
+    /// How long the client took to send the body.
+    pub body_wait: std::time::Duration,
 }
 
 /// A client's body in a converted dialect, kept as sent for upstreams that
@@ -100,8 +102,10 @@ pub async fn intake<'r>(
         .access
         .identify(&session.req_header().headers)
         .await?;
+    let reading = std::time::Instant::now();
     let body =
         crate::downstream::body::read_body(session, services.max_body_bytes, body_timeout).await?;
+    let body_wait = reading.elapsed();
     let tenant = key.as_deref().map(|k| k.tenant.as_str());
     let (body, native, turn) = match dialect {
         Dialect::OpenAi => (body, None, None),
@@ -139,6 +143,7 @@ pub async fn intake<'r>(
         route,
         native,
         turn,
+        body_wait,
     })
 }
 

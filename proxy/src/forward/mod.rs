@@ -41,7 +41,7 @@ pub use answer::{
 
 use crate::downstream::RequestCtx;
 use crate::error::GatewayError;
-use crate::ops::{Accounting, Alerts, Metrics};
+use crate::ops::{request_log, Accounting, Alerts, Metrics};
 use crate::streams::StreamControl;
 use pingora::protocols::http::ServerSession;
 use sluice_filters::{
@@ -67,8 +67,9 @@ pub struct Services {
     pub access: AccessPolicy,
     /// Prices and the ledger.
     pub accounting: Arc<Accounting>,
-    /// Live streams, node slots, cross-node control.
-    pub streams: StreamControl,
+    /// Live streams, node slots, cross-node control (kept across a
+    /// config reload).
+    pub streams: Arc<StreamControl>,
     /// Every metric.
     pub metrics: Arc<Metrics>,
     /// Soft-limit budget alerts.
@@ -134,6 +135,7 @@ pub async fn forward(
 ) -> Result<(), GatewayError> {
     rctx.stream_id = Some(StreamRegistry::mint_id());
     let intake = intake::intake(services, session, endpoint, rctx).await?;
+    rctx.waited += intake.body_wait;
     let caller = admit::admit(services, session, &intake).await?;
     let plan = plan::plan(services, &intake, &caller).await?;
     if let Some(turn) = intake.turn.as_ref().filter(|t| t.previous_unknown) {
@@ -162,6 +164,9 @@ pub async fn forward(
     }
     span.record("priority", caller.priority.as_str());
     span.record("model", plan.route.model_label);
+    request_log::record_request(&span, intake.endpoint, &intake.fields.model);
+    rctx.key = caller.key.clone();
+    rctx.priority = Some(caller.priority.as_str());
 
     let stream = services.streams.registry.register(
         rctx.stream_id.clone().unwrap_or_default(),
@@ -198,7 +203,14 @@ pub async fn forward(
             return Err(error);
         }
     };
-    span.record("upstream", answer.target.settings.name.as_str());
+    let upstream = answer.target.settings.name.as_str();
+    let system = match answer.source {
+        // The built-in engine: no provider in between.
+        AnswerSource::Local(_) => "sluice",
+        AnswerSource::Http(_) => answer.provider.label(),
+    };
+    request_log::record_answer(&span, upstream, system, &answer.upstream_model);
+    rctx.upstream = Some(upstream.to_string());
     if let Some(mut relayed) = relay::relay(services, session, &mut ctx, answer, rctx).await? {
         let tail = relayed.tail.take();
         let is_sse = relayed.is_sse;

@@ -105,11 +105,10 @@ pub async fn relay<'r>(
         .headers
         .get("content-type")
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if session
-        .write_response_header(Box::new(header))
-        .await
-        .is_err()
-    {
+    let written = rctx
+        .waiting(session.write_response_header(Box::new(header)))
+        .await;
+    if written.is_err() {
         // The client left before the answer: drop the source too.
         close_source(services, answer.source, answer.target_index, false).await;
         return Ok(None);
@@ -123,7 +122,7 @@ pub async fn relay<'r>(
         &mut translator,
         is_sse,
     );
-    let (outcome, first_byte_at, tail) = match target.settings.total_timeout {
+    let (outcome, first_byte_at, tail, waited) = match target.settings.total_timeout {
         None => body.await,
         Some(total) => {
             let left = total.saturating_sub(rctx.started.elapsed());
@@ -134,11 +133,12 @@ pub async fn relay<'r>(
                     let error =
                         AttemptError::new(name, AttemptErrorKind::Timeout(TimeoutPhase::Total));
                     broken_end(ctx.dialect, session, error.into_gateway_error(), is_sse).await;
-                    (RelayOutcome::SourceBroke, None, None)
+                    (RelayOutcome::SourceBroke, None, None, left)
                 }
             }
         }
     };
+    rctx.waited += waited;
     if let (Some(at), true) = (first_byte_at, is_sse) {
         services
             .metrics
@@ -262,9 +262,13 @@ struct BodyLoop<'a, 's> {
     /// Strict durability: what is held back from the client until the
     /// record is durable (the SSE `[DONE]` and after; a plain body whole).
     held: Option<BytesMut>,
+    /// Time spent waiting on the source or the client.
+    waited: std::time::Duration,
 }
 
 /// The body loop: reads the source, writes the client, obeys the controls.
+/// Returns how it ended, when the first byte went out, the held tail, and
+/// the time spent waiting on the source or the client.
 async fn relay_body(
     services: &Services,
     session: &mut ServerSession,
@@ -272,7 +276,12 @@ async fn relay_body(
     answer: &mut Answer<'_>,
     translator: &mut ResponseTranslator,
     is_sse: bool,
-) -> (RelayOutcome, Option<Instant>, Option<Bytes>) {
+) -> (
+    RelayOutcome,
+    Option<Instant>,
+    Option<Bytes>,
+    std::time::Duration,
+) {
     let mut body = BodyLoop {
         services,
         session,
@@ -289,9 +298,15 @@ async fn relay_body(
         // is stored (its id must work once the client has the answer).
         held: (services.accounting.strict() || ctx.turn.as_ref().is_some_and(|t| t.request.store))
             .then(BytesMut::new),
+        waited: std::time::Duration::ZERO,
     };
     let outcome = body.run().await;
-    (outcome, body.first_byte_at, body.held.map(BytesMut::freeze))
+    (
+        outcome,
+        body.first_byte_at,
+        body.held.map(BytesMut::freeze),
+        body.waited,
+    )
 }
 
 impl BodyLoop<'_, '_> {
@@ -302,7 +317,9 @@ impl BodyLoop<'_, '_> {
         let mut watch_client = true;
         let mut paused_at: Option<Instant> = None;
         loop {
+            let waiting = Instant::now();
             let event = self.next_event(paused_at, watch_client).await;
+            self.waited += waiting.elapsed();
             match event {
                 RelayEvent::Read(Ok(Some(chunk))) => {
                     if let Some(ended) = self.forward_chunk(chunk).await {
@@ -384,8 +401,13 @@ impl BodyLoop<'_, '_> {
             self.first_byte_at = Some(Instant::now());
         }
         let out = self.hold_back(out);
-        if !out.is_empty() && self.session.write_response_body(out, false).await.is_err() {
-            return Some(self.client_left());
+        if !out.is_empty() {
+            let writing = Instant::now();
+            let written = self.session.write_response_body(out, false).await;
+            self.waited += writing.elapsed();
+            if written.is_err() {
+                return Some(self.client_left());
+            }
         }
         let delivered = estimate_tokens(self.translator.delivered_text().len());
         self.stream.set_tokens(delivered);

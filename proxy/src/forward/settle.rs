@@ -11,6 +11,7 @@ use super::{ForwardCtx, Services};
 use crate::downstream::RequestCtx;
 use crate::error::GatewayError;
 use crate::ops::accounting::Finished;
+use crate::ops::request_log;
 use sluice_ledger::{DurableAck, EndState};
 
 /// Records a request whose every attempt failed: one ledger record with no
@@ -67,7 +68,7 @@ pub fn settle(
     services: &Services,
     ctx: ForwardCtx<'_>,
     relayed: Relayed<'_>,
-    rctx: &RequestCtx,
+    rctx: &mut RequestCtx,
 ) -> Option<DurableAck> {
     let ForwardCtx {
         mut caller,
@@ -107,5 +108,10 @@ pub fn settle(
     if let Some(spend) = spend {
         spend.reservation.settle(cost.unwrap_or(0));
     }
+    if let Some(usage) = &reported {
+        request_log::record_usage(&tracing::Span::current(), usage);
+    }
+    rctx.usage = reported;
+    rctx.cost_micros = cost;
     durable
 }

@@ -9,6 +9,7 @@
 
 use super::Metrics;
 use crate::error::GatewayError;
+use arc_swap::ArcSwap;
 use serde_json::Value;
 use sluice_config::{Config, RawPrice, UpstreamKind};
 use sluice_ledger::{
@@ -71,7 +72,8 @@ const STORED_RESPONSE_TTL_US: i64 = 30 * 24 * 3600 * 1_000_000;
 pub struct Accounting {
     ledger: Option<Ledger>,
     store: Option<Store>,
-    prices: PriceBook,
+    /// Prices, replaced whole by a config reload.
+    prices: ArcSwap<PriceBook>,
     /// Serve models with no price.
     pub allow_unpriced: bool,
     /// Whether a response waits for its record to be durable.
@@ -133,7 +135,35 @@ fn local_model_prices(config: &Config) -> Result<Vec<PriceOverride>, sluice_ledg
     Ok(prices)
 }
 
+/// The prices of `config`: the shipped table, the local engine's prices,
+/// `pricing:` overrides, then each tenant's.
+fn price_book(config: &Config) -> Result<PriceBook, sluice_ledger::LedgerError> {
+    let mut overrides = local_model_prices(config)?;
+    for price in &config.ledger.pricing {
+        overrides.push(override_of(price)?);
+    }
+    let mut prices = PriceBook::new(PriceTable::embedded()?.with_overrides(&overrides)?);
+    for tenant in &config.access.tenants {
+        if !tenant.pricing.is_empty() {
+            let own: Vec<PriceOverride> = tenant
+                .pricing
+                .iter()
+                .map(override_of)
+                .collect::<Result<_, _>>()?;
+            prices.set_tenant_overrides(&tenant.name, &own)?;
+        }
+    }
+    Ok(prices)
+}
+
 impl Accounting {
+    /// Replaces the prices with those of a reloaded `config`; requests
+    /// already priced keep their cost.
+    pub fn set_prices(&self, config: &Config) -> Result<(), sluice_ledger::LedgerError> {
+        self.prices.store(Arc::new(price_book(config)?));
+        Ok(())
+    }
+
     /// Loads prices and starts the ledger writer (unless disabled); the
     /// report store opens on `control`.
     pub fn start(
@@ -146,21 +176,7 @@ impl Accounting {
             .thread_name("sluice-ledger")
             .enable_all()
             .build()?;
-        let mut overrides = local_model_prices(config)?;
-        for price in &config.ledger.pricing {
-            overrides.push(override_of(price)?);
-        }
-        let mut prices = PriceBook::new(PriceTable::embedded()?.with_overrides(&overrides)?);
-        for tenant in &config.access.tenants {
-            if !tenant.pricing.is_empty() {
-                let own: Vec<PriceOverride> = tenant
-                    .pricing
-                    .iter()
-                    .map(override_of)
-                    .collect::<Result<_, _>>()?;
-                prices.set_tenant_overrides(&tenant.name, &own)?;
-            }
-        }
+        let prices = ArcSwap::from_pointee(price_book(config)?);
         let settings = &config.ledger;
         let (ledger, store) = if settings.enabled {
             let ledger_settings = LedgerSettings {
@@ -215,7 +231,7 @@ impl Accounting {
 
     /// Whether `model` has a price (for the unpriced policy).
     pub fn is_priced(&self, tenant: Option<&str>, model: &str) -> bool {
-        self.prices.table_for(tenant).lookup(model).is_some()
+        self.prices.load().table_for(tenant).lookup(model).is_some()
     }
 
     /// Cost in micro-dollars of `prompt` + `completion` tokens of `model`, if priced.
@@ -232,7 +248,7 @@ impl Accounting {
             cached_prompt_tokens: 0,
             cache_write_tokens: 0,
         };
-        let cost = self.prices.cost(tenant, model, &usage);
+        let cost = self.prices.load().cost(tenant, model, &usage);
         cost.priced.then_some(cost.micros)
     }
 
@@ -277,7 +293,10 @@ impl Accounting {
                 UsageSource::Counted,
             ),
         };
-        let cost = self.prices.cost(done.tenant, done.upstream_model, &usage);
+        let cost = self
+            .prices
+            .load()
+            .cost(done.tenant, done.upstream_model, &usage);
         let labels = [done.model, done.provider];
         self.metrics
             .tokens

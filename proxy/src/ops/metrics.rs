@@ -12,6 +12,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     60.0, 120.0, 300.0, 600.0,
 ];
 
+/// Buckets for sluice's own time per request: 10 µs to 1 s.
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 1.0,
+];
+
 /// Every metric sluice exports.
 pub struct Metrics {
     registry: Registry,
@@ -21,6 +27,11 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Requests being served now, by route.
     pub in_flight: IntGaugeVec,
+    /// Config reloads, by outcome (`ok`, `invalid`, `needs_restart`, `failed`).
+    pub config_reloads: IntCounterVec,
+    /// Time a forwarded request spent inside sluice, not waiting on the
+    /// client or the upstream, by route.
+    pub gateway_overhead: HistogramVec,
     /// Time from request to the first streamed byte sent to the client, by upstream.
     pub upstream_first_token: HistogramVec,
     /// Clients that left while their answer was still streaming in.
@@ -82,6 +93,11 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
+        // CPU seconds, resident memory, open file descriptors, threads and
+        // start time of this process, as `process_*` (read from /proc).
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let requests = IntCounterVec::new(
             Opts::new("sluice_requests_total", "Requests finished."),
             &["route", "model", "status"],
@@ -96,6 +112,19 @@ impl Metrics {
         )?;
         let in_flight = IntGaugeVec::new(
             Opts::new("sluice_requests_in_flight", "Requests being served now."),
+            &["route"],
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new("sluice_config_reloads_total", "Config reloads, by outcome."),
+            &["outcome"],
+        )?;
+        let gateway_overhead = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_gateway_overhead_seconds",
+                "Time a forwarded request spent inside sluice: its whole time less the waits \
+                 on the client (body, writes) and on the upstream (attempts, answer pieces).",
+            )
+            .buckets(OVERHEAD_BUCKETS.to_vec()),
             &["route"],
         )?;
         let upstream_errors = IntCounterVec::new(
@@ -151,6 +180,8 @@ impl Metrics {
             .set(1);
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(gateway_overhead.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(upstream_first_byte.clone()))?;
@@ -251,6 +282,8 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            gateway_overhead,
+            config_reloads,
             in_flight,
             upstream_errors,
             upstream_first_byte,

@@ -1,9 +1,10 @@
-//! Shared test harness: the real `sluice` binary on a free port, in front of
-//! an in-process mock upstream, over real sockets.
+//! Shared test harness: the real `sluice` binary on free ports (public and
+//! admin), in front of an in-process mock upstream, over real sockets.
 
 #![allow(dead_code)]
 
 use serde::Deserialize;
+use sluice::app::routes::{RouteKind, Served};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -51,12 +52,63 @@ pub fn free_port() -> u16 {
 /// A running `sluice serve`, killed on drop.
 pub struct Sluice {
     child: Child,
+    /// The public listener (`--listen`).
     pub addr: SocketAddr,
+    /// The admin listener (`--admin-listen`).
+    pub admin_addr: SocketAddr,
     dir: TempDir,
     /// The working directory (where the default ledger lives).
     work: PathBuf,
-    /// `http`, or `https` when started with [`Sluice::start_https`].
+    /// The config file.
+    config: PathBuf,
+    /// The public listener's scheme: `http`, or `https` when started with
+    /// [`Sluice::start_https`] (the admin listener is plain HTTP).
     scheme: &'static str,
+}
+
+/// How to start one `sluice serve`.
+struct Launch {
+    work: PathBuf,
+    config: PathBuf,
+    addr: SocketAddr,
+    admin_addr: SocketAddr,
+    /// `--upgrade`: take the sockets over from a running one.
+    upgrade: bool,
+}
+
+impl Launch {
+    /// Spawns it, logging into `dir`; does not wait.
+    fn spawn(self, dir: TempDir, env: &[(&str, &str)]) -> Sluice {
+        let log = std::fs::File::create(dir.0.join("sluice.log")).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .args(["--listen", &self.addr.to_string(), "--threads", "2"])
+            .args(["--admin-listen", &self.admin_addr.to_string()])
+            .env("RUST_LOG", "info")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .current_dir(&self.work) // the default SQLite ledger lands in the scratch dir
+            .stdout(Stdio::null())
+            .stderr(log);
+        if self.upgrade {
+            command.arg("--upgrade");
+        }
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn sluice");
+        Sluice {
+            child,
+            addr: self.addr,
+            admin_addr: self.admin_addr,
+            dir,
+            work: self.work,
+            config: self.config,
+            scheme: "http",
+        }
+    }
 }
 
 impl Sluice {
@@ -76,8 +128,17 @@ impl Sluice {
     pub async fn start_https(config_yaml: &str, client: reqwest::Client) -> Sluice {
         let dir = TempDir::new();
         let config = dir.write("sluice.yaml", config_yaml);
-        let work = dir.0.clone();
-        Self::spawn_probed(dir, work, config, &[], Some(client)).await
+        let launch = Launch {
+            work: dir.0.clone(),
+            config,
+            addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            admin_addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            upgrade: false,
+        };
+        let mut sluice = launch.spawn(dir, &[]);
+        sluice.scheme = "https";
+        sluice.wait_ready_with(client).await;
+        sluice
     }
 
     /// Starts another sluice in an existing scratch dir (a restart: same
@@ -100,59 +161,141 @@ impl Sluice {
         config: PathBuf,
         env: &[(&str, &str)],
     ) -> Sluice {
-        Self::spawn_probed(dir, work, config, env, None).await
-    }
-
-    async fn spawn_probed(
-        dir: TempDir,
-        work: PathBuf,
-        config: PathBuf,
-        env: &[(&str, &str)],
-        https: Option<reqwest::Client>,
-    ) -> Sluice {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = std::fs::File::create(dir.0.join("sluice.log")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .args(["--listen", &addr.to_string(), "--threads", "2"])
-            .env("RUST_LOG", "info")
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_BASE_URL")
-            .current_dir(&work) // the default SQLite ledger lands in the scratch dir
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().expect("spawn sluice");
-        let sluice = Sluice {
-            child,
-            addr,
-            dir,
+        let admin_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let launch = Launch {
             work,
-            scheme: if https.is_some() { "https" } else { "http" },
+            config,
+            addr,
+            admin_addr,
+            upgrade: false,
         };
-        sluice.wait_ready(https.unwrap_or_default()).await;
+        let sluice = launch.spawn(dir, env);
+        sluice.wait_ready().await;
         sluice
     }
 
-    async fn wait_ready(&self, client: reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) = client.get(self.url("/health/ready")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("sluice did not become ready; log:\n{}", self.log());
+    /// Starts a new sluice with `--upgrade` on the same config, addresses
+    /// and working directory (so the same default `server.upgrade_sock`):
+    /// it takes the listening sockets over once this one is sent SIGQUIT
+    /// (not sent here). Returns once the new one waits for them. `env` is
+    /// added to the new one's environment.
+    pub async fn spawn_upgrade(&self, env: &[(&str, &str)]) -> Sluice {
+        let scratch = TempDir(
+            self.work
+                .join(format!("upgrade-{}", NEXT.fetch_add(1, Ordering::SeqCst))),
+        );
+        std::fs::create_dir_all(&scratch.0).unwrap();
+        let launch = Launch {
+            work: self.work.clone(),
+            config: self.config.clone(),
+            addr: self.addr,
+            admin_addr: self.admin_addr,
+            upgrade: true,
+        };
+        let new = launch.spawn(scratch, env);
+        new.wait_log("send it SIGQUIT", Duration::from_secs(20))
+            .await;
+        new
     }
 
+    /// Waits until the log holds `text`.
+    pub async fn wait_log(&self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(text) {
+            if Instant::now() > deadline {
+                panic!("{text:?} not logged in {within:?}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until both listeners answer `/health/ready` with 200.
+    async fn wait_ready(&self) {
+        self.wait_ready_with(reqwest::Client::new()).await;
+    }
+
+    /// [`Sluice::wait_ready`], asking the public listener with `public`.
+    async fn wait_ready_with(&self, public: reqwest::Client) {
+        let admin = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (client, url) in [
+            (&public, self.public_url("/health/ready")),
+            (&admin, self.admin_url("/health/ready")),
+        ] {
+            loop {
+                if let Ok(r) = client.get(&url).send().await {
+                    if r.status() == 200 {
+                        break;
+                    }
+                }
+                if Instant::now() > deadline {
+                    panic!("sluice did not become ready; log:\n{}", self.log());
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    }
+
+    /// `path` on the listener that serves it, by the route table: the admin
+    /// listener for the admin and stream control APIs, metrics and docs,
+    /// the public one for everything else.
     pub fn url(&self, path: &str) -> String {
-        format!("{}://{}{}", self.scheme, self.addr, path)
+        let addr = self.addr_for(path);
+        let scheme = if addr == self.addr {
+            self.scheme
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}{path}")
+    }
+
+    /// The listener that serves `path` (see [`Sluice::url`]).
+    pub fn addr_for(&self, path: &str) -> SocketAddr {
+        // Every admin route classifies by its path alone under GET.
+        match RouteKind::classify(&http::Method::GET, path).served() {
+            Served::Admin => self.admin_addr,
+            Served::Public | Served::Both => self.addr,
+        }
+    }
+
+    /// `path` on the public listener, whatever it serves.
+    pub fn public_url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.addr)
+    }
+
+    /// `path` on the admin listener, whatever it serves.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`TERM`, `QUIT`, ...) without waiting.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits (without blocking the runtime) up to `within` for the process
+    /// to exit; `None` if it still runs.
+    pub async fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The scratch directory sluice runs in (its default ledger lives here).
@@ -168,6 +311,11 @@ impl Sluice {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The config file it was started with (rewrite it to reload).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
     }
 
     /// Sends SIGTERM and waits for the process to exit.
@@ -249,10 +397,10 @@ pub fn sse_data(text: &str) -> Vec<String> {
 
 /// `/metrics` once no request other than the scrape itself is in flight, so
 /// every finished request's observations are in it.
-pub async fn settled_metrics(base: &str) -> String {
+pub async fn settled_metrics(sluice: &Sluice) -> String {
     let mut text = String::new();
     for _ in 0..100 {
-        text = reqwest::get(format!("{base}/metrics"))
+        text = reqwest::get(sluice.url("/metrics"))
             .await
             .unwrap()
             .text()

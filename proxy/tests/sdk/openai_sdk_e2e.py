@@ -6,6 +6,7 @@ as the same OpenAI objects. Exits non-zero with a message on any mismatch.
 """
 
 import json
+import os
 import sys
 import urllib.request
 
@@ -13,6 +14,8 @@ import openai
 from openai import OpenAI
 
 base_url = sys.argv[1]
+# The stream control API (`/v1/streams`) is on sluice's admin listener.
+admin_url = os.environ.get("SLUICE_ADMIN_URL", base_url)
 models = sys.argv[2].split(",")
 client = OpenAI(base_url=base_url, api_key="sk-unused", max_retries=0)
 expected_text = "tok0 tok1 tok2 tok3 tok4 "
@@ -104,7 +107,7 @@ for chunk in stream:
     extra = (chunk.model_extra or {}).get("sluice")
     notice = extra or notice
     if not cancelled and "tok1" in text:
-        call = urllib.request.Request(f"{base_url}/streams/{stream_id}/cancel", method="POST",
+        call = urllib.request.Request(f"{admin_url}/streams/{stream_id}/cancel", method="POST",
                                       headers={"Authorization": "Bearer sk-unused"})
         with urllib.request.urlopen(call) as reply:
             check(reply.status == 200, f"cancel answered {reply.status}")

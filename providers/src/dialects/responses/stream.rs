@@ -13,11 +13,54 @@ use super::reply::{self, Ending, ResponseShell};
 use super::ResponsesRequest;
 use crate::Usage;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
 /// Largest chat body or unterminated SSE event held (16 MiB); past it the
 /// reply is declared broken.
 const MAX_HELD: usize = 16 * 1024 * 1024;
+
+/// The parts of a `chat.completion.chunk` the writer reads.
+#[derive(Deserialize)]
+struct ChatChunk<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<ChatChoice<'a>>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChatChoice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<ChatDelta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ChatDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    /// Rare and small: kept as trees for the tool-call path.
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+}
+
+/// `response.output_text.delta`, the event written per token.
+#[derive(Serialize)]
+struct TextDelta<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    item_id: &'a str,
+    output_index: usize,
+    content_index: u32,
+    delta: &'a str,
+    logprobs: [(); 0],
+    sequence_number: u64,
+}
 
 /// One output item while it streams.
 #[derive(Debug)]
@@ -298,11 +341,13 @@ impl ResponsesWriter {
             self.complete(out);
             return;
         }
-        let Ok(chunk) = serde_json::from_slice::<Value>(&data) else {
+        // Typed and borrowed: one pass, no tree per token (the delta's text
+        // is borrowed from `data` unless it has escapes).
+        let Ok(chunk) = serde_json::from_slice::<ChatChunk<'_>>(&data) else {
             return;
         };
         self.start(out);
-        if let Some(error) = chunk.get("error") {
+        if let Some(error) = &chunk.error {
             let text = |field: &str| error.get(field).and_then(Value::as_str).unwrap_or("");
             let code = match text("code") {
                 "" => text("type"),
@@ -315,29 +360,21 @@ impl ResponsesWriter {
             out.push_str(&self.fail_text(502, code, message));
             return;
         }
-        if let Some(usage) = chunk.get("usage").and_then(reply::chat_usage) {
+        if let Some(usage) = chunk.usage.as_ref().and_then(reply::chat_usage) {
             self.usage = Some(usage);
         }
-        let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) else {
+        let Some(choice) = chunk.choices.first() else {
             return;
         };
-        let delta = choice.get("delta");
-        if let Some(text) = delta
-            .and_then(|d| d.get("content"))
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
-            self.text(text, out);
+        if let Some(delta) = &choice.delta {
+            if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
+                self.text(text, out);
+            }
+            for call in delta.tool_calls.iter().flatten() {
+                self.tool_call(call, out);
+            }
         }
-        for call in delta
-            .and_then(|d| d.get("tool_calls"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            self.tool_call(call, out);
-        }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(reason) = choice.finish_reason.as_deref() {
             self.finish_reason = Some(reason.to_string());
         }
     }
@@ -373,13 +410,22 @@ impl ResponsesWriter {
         };
         if let Some(Item::Message { id, text, .. }) = self.items.get_mut(index) {
             text.push_str(delta);
-            let id = id.clone();
-            self.emit(
-                json!({"type": "response.output_text.delta", "item_id": id,
-                             "output_index": index, "content_index": 0, "delta": delta,
-                             "logprobs": []}),
-                out,
-            );
+            // The per-token event, written from a typed struct.
+            let event = TextDelta {
+                kind: "response.output_text.delta",
+                item_id: id,
+                output_index: index,
+                content_index: 0,
+                delta,
+                logprobs: [],
+                sequence_number: self.sequence,
+            };
+            if let Ok(json) = serde_json::to_string(&event) {
+                self.sequence += 1;
+                out.push_str("event: response.output_text.delta\ndata: ");
+                out.push_str(&json);
+                out.push_str("\n\n");
+            }
         }
     }
 
