@@ -125,6 +125,11 @@ pub struct RawServer {
     /// (plain HTTP). See [`crate::RawTls`].
     #[serde(default)]
     pub tls: Option<crate::RawTls>,
+    /// HTTPS on `admin_listen`, and with `client_ca_file` mutual TLS (only
+    /// clients holding a certificate from that CA reach the admin API and
+    /// metrics). Default: none (plain HTTP; keep it on loopback).
+    #[serde(default)]
+    pub admin_tls: Option<crate::RawTls>,
 }
 
 impl Default for RawServer {
@@ -145,6 +150,7 @@ impl Default for RawServer {
             max_headers: None,
             max_header_bytes: None,
             tls: None,
+            admin_tls: None,
         }
     }
 }

@@ -30,6 +30,12 @@ pub struct RawTls {
     /// the checks off. Default 10.
     #[serde(default = "default_reload_interval_s")]
     pub reload_interval_s: u64,
+    /// PEM CA certificates: when set, every client must present a
+    /// certificate signed by one of them (mutual TLS), or its handshake is
+    /// refused. Meant for `server.admin_tls`. Default: none (no client
+    /// certificate asked for).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `server.tls.sni[]:` — one more certificate, picked by the hostname the
@@ -78,16 +84,21 @@ pub struct ServerTls {
     pub sni: Vec<SniCert>,
     /// How often the files are checked for changes; `None`: never.
     pub reload_interval: Option<Duration>,
+    /// Clients must present a certificate signed by these CAs (mTLS).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl ServerTls {
-    /// Checks `server.tls`: every file readable, every hostname well formed
-    /// and given once.
-    pub(crate) fn from_raw(raw: &RawTls) -> Result<ServerTls, ConfigError> {
-        let default = cert_files(&raw.cert_file, &raw.key_file, "server.tls")?;
+    /// Checks `server.tls` (or `server.admin_tls`: `at`): every file
+    /// readable, every hostname well formed and given once.
+    pub(crate) fn from_raw(raw: &RawTls, at: &str) -> Result<ServerTls, ConfigError> {
+        let default = cert_files(&raw.cert_file, &raw.key_file, at)?;
+        if let Some(ca) = &raw.client_ca_file {
+            readable(ca, &format!("{at}.client_ca_file"))?;
+        }
         let mut sni: Vec<SniCert> = Vec::with_capacity(raw.sni.len());
         for (i, entry) in raw.sni.iter().enumerate() {
-            let at = format!("server.tls.sni[{i}]");
+            let at = format!("{at}.sni[{i}]");
             let hostname = hostname(&entry.hostname)
                 .map_err(|m| ConfigError::validation(format!("{at}.hostname"), m))?;
             if sni.iter().any(|s| s.hostname == hostname) {
@@ -104,6 +115,7 @@ impl ServerTls {
             sni,
             reload_interval: (raw.reload_interval_s > 0)
                 .then(|| Duration::from_secs(raw.reload_interval_s)),
+            client_ca_file: raw.client_ca_file.clone(),
         })
     }
 }
@@ -174,8 +186,9 @@ mod tests {
                 key_file: key,
             }],
             reload_interval_s: default_reload_interval_s(),
+            client_ca_file: None,
         };
-        let tls = ServerTls::from_raw(&raw).unwrap();
+        let tls = ServerTls::from_raw(&raw, "server.tls").unwrap();
         assert_eq!(tls.sni[0].hostname, "*.example.com");
         assert_eq!(tls.reload_interval, Some(Duration::from_secs(10)));
     }
@@ -192,8 +205,11 @@ mod tests {
                 key_file: "/nonexistent/k.pem".into(),
             }],
             reload_interval_s: 0,
+            client_ca_file: None,
         };
-        let err = ServerTls::from_raw(&raw).unwrap_err().to_string();
+        let err = ServerTls::from_raw(&raw, "server.tls")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("server.tls.sni[0].key_file"), "{err}");
     }
 
@@ -213,8 +229,11 @@ mod tests {
             key_file: key.clone(),
             sni: vec![entry(), entry()],
             reload_interval_s: 1,
+            client_ca_file: None,
         };
-        let err = ServerTls::from_raw(&raw).unwrap_err().to_string();
+        let err = ServerTls::from_raw(&raw, "server.tls")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("server.tls.sni[1].hostname"), "{err}");
     }
 

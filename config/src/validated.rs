@@ -56,6 +56,8 @@ pub struct ServerSettings {
     pub limits: crate::EdgeLimits,
     /// HTTPS on the listener; `None`: plain HTTP.
     pub tls: Option<crate::ServerTls>,
+    /// HTTPS (and maybe mTLS) on the admin listener; `None`: plain HTTP.
+    pub admin_tls: Option<crate::ServerTls>,
 }
 
 /// Log line format.
@@ -360,7 +362,13 @@ impl Config {
                 .server
                 .tls
                 .as_ref()
-                .map(crate::ServerTls::from_raw)
+                .map(|t| crate::ServerTls::from_raw(t, "server.tls"))
+                .transpose()?,
+            admin_tls: raw
+                .server
+                .admin_tls
+                .as_ref()
+                .map(|t| crate::ServerTls::from_raw(t, "server.admin_tls"))
                 .transpose()?,
         };
         server.check_listeners()?;

@@ -1,7 +1,8 @@
 //! HTTPS on the public listener and TLS to upstreams, against the real
 //! binary with certificates made at test time: HTTP/1.1 and h2 (by ALPN)
 //! over TLS, the certificate picked by SNI, rotation without a restart (and
-//! a bad file refused), the handshake deadline, and an upstream's `ca_file`.
+//! a bad file refused), the handshake deadline, an upstream's `ca_file`, and
+//! mutual TLS on the admin listener.
 //!
 //! TLS 1.0/1.1 are not tested: the only TLS stack here (rustls) implements
 //! neither, on the client side as on the server side.
@@ -414,4 +415,67 @@ async fn an_upstream_ca_file_is_trusted_and_nothing_else_is() {
         .unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(mock.stats().requests(), 1);
+}
+
+#[tokio::test]
+async fn the_admin_listener_takes_only_clients_with_a_certificate_from_its_ca() {
+    let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
+    let dir = TempDir::new();
+    let (ca, rogue) = (Ca::new(), Ca::new());
+    let (cert, key) = ca.leaf(&["127.0.0.1", "localhost"]).write(&dir, "admin");
+    let ca_file = dir.write("clients-ca.pem", &ca.pem());
+    let config = config_for(&mock.base_url(), "").replace(
+        "server:\n  max_body_bytes: 1048576\n",
+        &format!(
+            "server:\n  max_body_bytes: 1048576\n  admin_tls:\n{}",
+            tls_yaml(
+                &cert,
+                &key,
+                &format!("    client_ca_file: {}\n", ca_file.display())
+            )
+        ),
+    );
+    let identity = |issuer: &Ca| {
+        let leaf = issuer.leaf(&["sre-laptop"]);
+        reqwest::Identity::from_pem(format!("{}{}", leaf.cert_pem, leaf.key_pem).as_bytes())
+            .unwrap()
+    };
+    let operator = client(&ca).identity(identity(&ca)).build().unwrap();
+    let sluice = Sluice::start_with_admin_tls(&config, operator.clone()).await;
+    let metrics = operator
+        .get(sluice.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        metrics.status(),
+        200,
+        "a client with the CA's certificate gets in"
+    );
+    assert!(metrics
+        .text()
+        .await
+        .unwrap()
+        .contains("sluice_tls_certificate_expiry_seconds{name=\"admin\"}"));
+    // No certificate, or one from another CA: the handshake is refused.
+    let anonymous = client(&ca).build().unwrap();
+    assert!(anonymous
+        .get(sluice.admin_url("/metrics"))
+        .send()
+        .await
+        .is_err());
+    let intruder = client(&ca).identity(identity(&rogue)).build().unwrap();
+    assert!(intruder
+        .get(sluice.admin_url("/metrics"))
+        .send()
+        .await
+        .is_err());
+    // The public listener stays plain HTTP and serves as before.
+    let answer = reqwest::Client::new()
+        .post(sluice.url("/v1/chat/completions"))
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
 }

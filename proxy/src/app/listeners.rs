@@ -20,6 +20,7 @@ use super::edge::Edge;
 use super::reload::LiveGateway;
 use super::routes::Listener;
 use super::{Gateway, Reuse};
+use crate::tls::ServerTlsParts;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::listeners::tls::Acceptor;
@@ -100,13 +101,13 @@ impl HttpServerApp for ListenerApp {
 }
 
 /// The public and the admin listener over `gateway`, as pingora services
-/// bound to `server.listen` and `server.admin_listen`; the public one
-/// serves HTTPS through `tls` when `server.tls` is set (the admin one stays
-/// plain HTTP: keep it on loopback or a private network).
+/// bound to `server.listen` and `server.admin_listen`; each serves HTTPS
+/// through `tls` when `server.tls` (`server.admin_tls`, with mutual TLS
+/// when it names a `client_ca_file`) is set, else plain HTTP.
 pub fn listeners(
     live: Arc<LiveGateway>,
     server: &ServerSettings,
-    tls: Option<Arc<Acceptor>>,
+    tls: &ServerTlsParts,
 ) -> [Service<Edge>; 2] {
     [
         (Listener::Public, server.listen),
@@ -118,10 +119,11 @@ pub fn listeners(
             listener,
         };
         let name = format!("sluice-{}", listener.label());
-        let mut edge = Edge::new(app, server.limits.clone());
-        if listener == Listener::Public {
-            edge = edge.with_tls(tls.clone());
-        }
+        let acceptor: Option<Arc<Acceptor>> = match listener {
+            Listener::Public => tls.acceptor.clone(),
+            Listener::Admin => tls.admin_acceptor.clone(),
+        };
+        let edge = Edge::new(app, server.limits.clone()).with_tls(acceptor);
         let mut service = Service::new(name, edge);
         service.add_tcp(&addr.to_string());
         service

@@ -158,11 +158,11 @@ pub fn run(
     let mut server = pingora_server(&config.server, start)?;
     let metrics = gateway.services.metrics.clone();
     let live = Arc::new(LiveGateway::new(gateway));
-    for listener in listeners(live.clone(), &config.server, tls.acceptor) {
+    for listener in listeners(live.clone(), &config.server, &tls) {
         server.add_service(listener);
     }
     server.add_service(background_service("readiness", Readiness(ready)));
-    if let Some(reloader) = tls.reloader {
+    for reloader in tls.reloaders {
         server.add_service(background_service("tls-reload", reloader));
     }
     if let Some(from) = reload {

@@ -77,13 +77,17 @@ impl TlsError {
     }
 }
 
-/// What `server.tls` starts.
+/// What `server.tls` and `server.admin_tls` start.
+#[derive(Default)]
 pub struct ServerTlsParts {
-    /// Runs each connection's handshake; `None`: plain HTTP.
+    /// Runs each public connection's handshake; `None`: plain HTTP.
     pub acceptor: Option<Arc<Acceptor>>,
-    /// Re-reads changed certificate files; `None` when
-    /// `server.tls.reload_interval_s` is 0.
-    pub reloader: Option<CertReloader>,
+    /// The same for the admin listener (with client certificates checked
+    /// when `client_ca_file` is set).
+    pub admin_acceptor: Option<Arc<Acceptor>>,
+    /// Re-read changed certificate files (one per listener with TLS whose
+    /// `reload_interval_s` is not 0).
+    pub reloaders: Vec<CertReloader>,
 }
 
 /// ALPN protocols offered, in server preference order.
@@ -98,35 +102,66 @@ pub fn for_server(config: &Config, metrics: &Arc<Metrics>) -> Result<ServerTlsPa
             upstream_roots(path)?;
         }
     }
-    match &config.server.tls {
-        Some(settings) => start(settings, metrics.clone()),
-        None => Ok(ServerTlsParts {
-            acceptor: None,
-            reloader: None,
-        }),
+    let mut parts = ServerTlsParts::default();
+    if let Some(settings) = &config.server.tls {
+        let (acceptor, reloader) = start(settings, resolver::DEFAULT_NAME, metrics.clone())?;
+        parts.acceptor = Some(acceptor);
+        parts.reloaders.extend(reloader);
     }
+    if let Some(settings) = &config.server.admin_tls {
+        let (acceptor, reloader) = start(settings, ADMIN_NAME, metrics.clone())?;
+        parts.admin_acceptor = Some(acceptor);
+        parts.reloaders.extend(reloader);
+    }
+    Ok(parts)
 }
+
+/// The admin listener's default certificate, as metrics name it.
+const ADMIN_NAME: &str = "admin";
 
 /// Loads every certificate of `settings` (refusing a bad one), and builds
 /// the acceptor: TLS 1.2 and 1.3 only, ALPN `h2` then `http/1.1`, the
-/// certificate picked by SNI.
-fn start(settings: &ServerTls, metrics: Arc<Metrics>) -> Result<ServerTlsParts, TlsError> {
-    let (resolver, entries) = resolver::SniResolver::load(settings, &metrics)?;
+/// certificate picked by SNI (`default_name` labels the default one's
+/// metrics), and with `client_ca_file` a client certificate required.
+fn start(
+    settings: &ServerTls,
+    default_name: &'static str,
+    metrics: Arc<Metrics>,
+) -> Result<(Arc<Acceptor>, Option<CertReloader>), TlsError> {
+    let (resolver, entries) = resolver::SniResolver::load(settings, default_name, &metrics)?;
     let resolver = Arc::new(resolver);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver.clone());
+    let versions = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])?;
+    let builder = match &settings.client_ca_file {
+        None => versions.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for der in certificates(path, &read(path)?)? {
+                roots.add(der).map_err(|e| TlsError::Pem {
+                    path: path.display().to_string(),
+                    message: format!("not a usable CA certificate: {e}"),
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| TlsError::Pem {
+                path: path.display().to_string(),
+                message: format!("cannot verify clients with it: {e}"),
+            })?;
+            versions.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver.clone());
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     let acceptor = Arc::new(Acceptor::from_server_config(Arc::new(config)));
     let reloader = settings
         .reload_interval
         .map(|interval| CertReloader::new(resolver, entries, interval, metrics));
-    Ok(ServerTlsParts {
-        acceptor: Some(acceptor),
-        reloader,
-    })
+    Ok((acceptor, reloader))
 }
 
 /// A certificate as served: chain and key, and when it expires.

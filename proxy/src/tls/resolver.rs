@@ -78,9 +78,10 @@ impl SniResolver {
     /// (at startup there is no old certificate to keep).
     pub(super) fn load(
         settings: &ServerTls,
+        default_name: &str,
         metrics: &Metrics,
     ) -> Result<(SniResolver, Vec<Entry>), TlsError> {
-        let named = std::iter::once((DEFAULT_NAME, &settings.default))
+        let named = std::iter::once((default_name, &settings.default))
             .chain(settings.sni.iter().map(|s| (s.hostname.as_str(), &s.files)));
         let mut entries = Vec::with_capacity(settings.sni.len() + 1);
         for (name, files) in named {

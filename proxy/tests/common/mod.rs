@@ -62,8 +62,11 @@ pub struct Sluice {
     /// The config file.
     config: PathBuf,
     /// The public listener's scheme: `http`, or `https` when started with
-    /// [`Sluice::start_https`] (the admin listener is plain HTTP).
+    /// [`Sluice::start_https`].
     scheme: &'static str,
+    /// The admin listener's: `https` when started with
+    /// [`Sluice::start_with_admin_tls`].
+    admin_scheme: &'static str,
 }
 
 /// How to start one `sluice serve`.
@@ -107,6 +110,7 @@ impl Launch {
             work: self.work,
             config: self.config,
             scheme: "http",
+            admin_scheme: "http",
         }
     }
 }
@@ -138,6 +142,25 @@ impl Sluice {
         let mut sluice = launch.spawn(dir, &[]);
         sluice.scheme = "https";
         sluice.wait_ready_with(client).await;
+        sluice
+    }
+
+    /// Starts sluice whose admin listener serves HTTPS (`server.admin_tls`
+    /// in `config_yaml`); `admin` is a client it accepts (its CA trusted, its
+    /// certificate presented when mutual TLS is on).
+    pub async fn start_with_admin_tls(config_yaml: &str, admin: reqwest::Client) -> Sluice {
+        let dir = TempDir::new();
+        let config = dir.write("sluice.yaml", config_yaml);
+        let launch = Launch {
+            work: dir.0.clone(),
+            config,
+            addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            admin_addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            upgrade: false,
+        };
+        let mut sluice = launch.spawn(dir, &[]);
+        sluice.admin_scheme = "https";
+        sluice.wait_ready_both(reqwest::Client::new(), admin).await;
         sluice
     }
 
@@ -217,7 +240,11 @@ impl Sluice {
 
     /// [`Sluice::wait_ready`], asking the public listener with `public`.
     async fn wait_ready_with(&self, public: reqwest::Client) {
-        let admin = reqwest::Client::new();
+        self.wait_ready_both(public, reqwest::Client::new()).await;
+    }
+
+    /// [`Sluice::wait_ready`] with a client for each listener.
+    async fn wait_ready_both(&self, public: reqwest::Client, admin: reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(20);
         for (client, url) in [
             (&public, self.public_url("/health/ready")),
@@ -266,7 +293,7 @@ impl Sluice {
 
     /// `path` on the admin listener, whatever it serves.
     pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin_addr)
+        format!("{}://{}{path}", self.admin_scheme, self.admin_addr)
     }
 
     /// The process id.
