@@ -59,26 +59,6 @@ models:
 
 const EVERY_MODEL: &str = "via-openai,via-azure,via-anthropic,via-gemini,via-bedrock";
 
-/// Runs `tests/sdk/<script>` against sluice; returns its stdout, failing
-/// with its output and sluice's log when it fails.
-async fn run_script(sluice: &Sluice, script: &str, args: &[&str]) -> String {
-    let script = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut all = vec![script, sluice.url("/v1")];
-    all.extend(args.iter().map(|a| a.to_string()));
-    let output =
-        tokio::task::spawn_blocking(move || Command::new("python3").args(&all).output().unwrap())
-            .await
-            .unwrap();
-    assert!(
-        output.status.success(),
-        "SDK run failed:\n{}\n{}\nsluice log:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        sluice.log()
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn the_anthropic_python_sdk_works_unchanged_against_every_provider() {
     if !python_with("anthropic") {
@@ -86,7 +66,7 @@ async fn the_anthropic_python_sdk_works_unchanged_against_every_provider() {
     }
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
     let sluice = Sluice::start(&every_provider(&format!("http://{}", mock.addr()))).await;
-    let stdout = run_script(&sluice, "anthropic_sdk_e2e.py", &[EVERY_MODEL]).await;
+    let stdout = common::run_sdk_script(&sluice, "anthropic_sdk_e2e.py", &[EVERY_MODEL]).await;
     assert!(stdout.contains("ok: 5 providers"), "{stdout}");
 }
 
@@ -97,7 +77,7 @@ async fn the_openai_sdk_responses_api_works_unchanged_against_every_provider() {
     }
     let mock = MockUpstream::start(MockOptions::default()).await.unwrap();
     let sluice = Sluice::start(&every_provider(&format!("http://{}", mock.addr()))).await;
-    let stdout = run_script(&sluice, "openai_responses_e2e.py", &[EVERY_MODEL]).await;
+    let stdout = common::run_sdk_script(&sluice, "openai_responses_e2e.py", &[EVERY_MODEL]).await;
     assert!(stdout.contains("ok: 5 providers"), "{stdout}");
 }
 
@@ -113,9 +93,10 @@ async fn both_sdks_work_unchanged_against_the_built_in_engine() {
         model.display()
     );
     let sluice = Sluice::start(&config).await;
-    let stdout = run_script(&sluice, "anthropic_sdk_e2e.py", &["tiny", "engine"]).await;
+    let stdout = common::run_sdk_script(&sluice, "anthropic_sdk_e2e.py", &["tiny", "engine"]).await;
     assert!(stdout.contains("ok: 1 providers"), "{stdout}");
-    let stdout = run_script(&sluice, "openai_responses_e2e.py", &["tiny", "engine"]).await;
+    let stdout =
+        common::run_sdk_script(&sluice, "openai_responses_e2e.py", &["tiny", "engine"]).await;
     assert!(stdout.contains("ok: 1 providers"), "{stdout}");
 }
 

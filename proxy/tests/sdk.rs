@@ -47,34 +47,8 @@ models:
     );
     let sluice = Sluice::start(&config).await;
     let models = "via-openai,via-azure,via-anthropic,via-gemini,via-bedrock";
-    let stdout = run_script(&sluice, "openai_sdk_e2e.py", models).await;
+    let stdout = common::run_sdk_script(&sluice, "openai_sdk_e2e.py", &[models]).await;
     assert!(stdout.contains("ok: 5 providers"));
-}
-
-/// Runs `tests/sdk/<script>` with sluice's base URL and `arg`; returns its
-/// stdout, failing with its output and sluice's log when it fails.
-async fn run_script(sluice: &Sluice, script: &str, arg: &str) -> String {
-    let script = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
-    let (base_url, arg) = (sluice.url("/v1"), arg.to_string());
-    // The stream control API is on the admin listener.
-    let admin_url = sluice.admin_url("/v1");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args([&script, &base_url, &arg])
-            .env("SLUICE_ADMIN_URL", admin_url)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "SDK run failed:\n{}\n{}\nsluice log:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        sluice.log()
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[tokio::test]
@@ -92,6 +66,6 @@ async fn the_openai_python_sdk_works_unchanged_against_the_built_in_engine() {
         model.display()
     );
     let sluice = Sluice::start(&config).await;
-    let stdout = run_script(&sluice, "openai_sdk_local.py", "tiny").await;
+    let stdout = common::run_sdk_script(&sluice, "openai_sdk_local.py", &["tiny"]).await;
     assert!(stdout.contains("ok: built-in engine"));
 }

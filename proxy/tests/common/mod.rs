@@ -130,16 +130,7 @@ impl Sluice {
     /// Starts sluice serving HTTPS (`server.tls` in `config_yaml`); `client`
     /// trusts its certificate and probes readiness.
     pub async fn start_https(config_yaml: &str, client: reqwest::Client) -> Sluice {
-        let dir = TempDir::new();
-        let config = dir.write("sluice.yaml", config_yaml);
-        let launch = Launch {
-            work: dir.0.clone(),
-            config,
-            addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-            admin_addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-            upgrade: false,
-        };
-        let mut sluice = launch.spawn(dir, &[]);
+        let mut sluice = Self::spawn_fresh(config_yaml);
         sluice.scheme = "https";
         sluice.wait_ready_with(client).await;
         sluice
@@ -149,6 +140,14 @@ impl Sluice {
     /// in `config_yaml`); `admin` is a client it accepts (its CA trusted, its
     /// certificate presented when mutual TLS is on).
     pub async fn start_with_admin_tls(config_yaml: &str, admin: reqwest::Client) -> Sluice {
+        let mut sluice = Self::spawn_fresh(config_yaml);
+        sluice.admin_scheme = "https";
+        sluice.wait_ready_both(reqwest::Client::new(), admin).await;
+        sluice
+    }
+
+    /// Spawns sluice on `config_yaml` in a new scratch dir, not waiting.
+    fn spawn_fresh(config_yaml: &str) -> Sluice {
         let dir = TempDir::new();
         let config = dir.write("sluice.yaml", config_yaml);
         let launch = Launch {
@@ -158,10 +157,7 @@ impl Sluice {
             admin_addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
             upgrade: false,
         };
-        let mut sluice = launch.spawn(dir, &[]);
-        sluice.admin_scheme = "https";
-        sluice.wait_ready_both(reqwest::Client::new(), admin).await;
-        sluice
+        launch.spawn(dir, &[])
     }
 
     /// Starts another sluice in an existing scratch dir (a restart: same
@@ -444,4 +440,31 @@ pub async fn settled_metrics(sluice: &Sluice) -> String {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     text
+}
+
+/// Runs `tests/sdk/<script>` with sluice's `/v1` base URL and `args`;
+/// returns its stdout, failing with its output and sluice's log when it fails.
+pub async fn run_sdk_script(sluice: &Sluice, script: &str, args: &[&str]) -> String {
+    let script = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut all = vec![script, sluice.url("/v1")];
+    all.extend(args.iter().map(|a| a.to_string()));
+    // The stream control API is on the admin listener.
+    let admin = sluice.admin_url("/v1");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(&all)
+            .env("SLUICE_ADMIN_URL", admin)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "SDK run failed:\n{}\n{}\nsluice log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        sluice.log()
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
