@@ -13,7 +13,7 @@
 //! 60 s deadline, outside the edge's connection caps (the handshake is the
 //! expensive part to cap), and logging each failed handshake (every port
 //! scanner) at `error`. One layer down, `Acceptor::from_server_config` takes
-//! a whole rustls `ServerConfig`; [`crate::app::edge::Edge`] runs its
+//! a whole rustls `ServerConfig`; the edge (`app/edge.rs`) runs its
 //! handshake once a connection is admitted, under `server.header_timeout_ms`.
 
 mod reload;
