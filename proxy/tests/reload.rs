@@ -167,7 +167,7 @@ async fn a_bad_file_or_a_restart_only_change_is_refused_and_the_old_config_serve
     reloads(&sluice, "ok", 1).await;
     sluice.signal("HUP");
     reloads(&sluice, "ok", 2).await;
-    assert!(sluice.log().contains("sighup"), "{}", sluice.log());
+    sluice.wait_log("sighup", Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
