@@ -16,48 +16,10 @@
 
 mod common;
 
-use common::Sluice;
+use common::{every_provider, python_with, Sluice, EVERY_MODEL};
 use serde_json::{json, Value};
 use sluice_load_tests::{MockOptions, MockUpstream};
-use std::process::Command;
 use std::time::Duration;
-
-fn python_with(module: &str) -> bool {
-    let found = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("python3 with the `{module}` package is required under CI (pip install {module})");
-    }
-    if !found {
-        eprintln!("skipping: python3 -m pip install {module} to run this test");
-    }
-    found
-}
-
-/// Every provider kind behind the mock, one model each.
-fn every_provider(root: &str) -> String {
-    format!(
-        r#"
-routing: {{max_attempts: 1}}
-upstreams:
-  oai: {{base_url: "{root}/v1", api_key: k}}
-  az: {{kind: azure, base_url: "{root}", api_key: k}}
-  claude: {{kind: anthropic, base_url: "{root}/v1", api_key: k}}
-  gem: {{kind: gemini, base_url: "{root}/v1beta", api_key: k}}
-  bed: {{kind: bedrock, base_url: "{root}", region: us-east-1, aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret}}
-models:
-  - {{name: via-openai, upstream: oai, upstream_model: gpt-4o-mini}}
-  - {{name: via-azure, upstream: az, upstream_model: my-deployment}}
-  - {{name: via-anthropic, upstream: claude, upstream_model: claude-3-5-haiku-latest}}
-  - {{name: via-gemini, upstream: gem, upstream_model: gemini-2.0-flash}}
-  - {{name: via-bedrock, upstream: bed, upstream_model: anthropic.claude-3-haiku-20240307-v1:0}}
-"#
-    )
-}
-
-const EVERY_MODEL: &str = "via-openai,via-azure,via-anthropic,via-gemini,via-bedrock";
 
 #[tokio::test]
 async fn the_anthropic_python_sdk_works_unchanged_against_every_provider() {

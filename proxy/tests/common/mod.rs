@@ -468,3 +468,48 @@ pub async fn run_sdk_script(sluice: &Sluice, script: &str, args: &[&str]) -> Str
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Whether python3 can import `module` (an official SDK the test drives).
+/// Under `CI` a missing one fails the test; otherwise it is skipped with a note.
+pub fn python_with(module: &str) -> bool {
+    let found = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found && std::env::var_os("CI").is_some() {
+        panic!("python3 with the `{module}` package is required under CI (pip install {module})");
+    }
+    if !found {
+        // The skip is the test's only output: say why.
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipping: python3 -m pip install {module} to run this test");
+        }
+    }
+    found
+}
+
+/// Config with every provider kind behind the mock at `root`, one model
+/// each (the names in [`EVERY_MODEL`]), one attempt per request.
+pub fn every_provider(root: &str) -> String {
+    format!(
+        r#"
+routing: {{max_attempts: 1}}
+upstreams:
+  oai: {{base_url: "{root}/v1", api_key: k}}
+  az: {{kind: azure, base_url: "{root}", api_key: k}}
+  claude: {{kind: anthropic, base_url: "{root}/v1", api_key: k}}
+  gem: {{kind: gemini, base_url: "{root}/v1beta", api_key: k}}
+  bed: {{kind: bedrock, base_url: "{root}", region: us-east-1, aws_access_key_id: AKIDEXAMPLE, aws_secret_access_key: secret}}
+models:
+  - {{name: via-openai, upstream: oai, upstream_model: gpt-4o-mini}}
+  - {{name: via-azure, upstream: az, upstream_model: my-deployment}}
+  - {{name: via-anthropic, upstream: claude, upstream_model: claude-3-5-haiku-latest}}
+  - {{name: via-gemini, upstream: gem, upstream_model: gemini-2.0-flash}}
+  - {{name: via-bedrock, upstream: bed, upstream_model: anthropic.claude-3-haiku-20240307-v1:0}}
+"#
+    )
+}
+
+/// The models of [`every_provider`], comma-separated for the SDK scripts.
+pub const EVERY_MODEL: &str = "via-openai,via-azure,via-anthropic,via-gemini,via-bedrock";
