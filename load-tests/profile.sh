@@ -4,7 +4,9 @@
 # call graphs on the sluice process only, then the top symbols by self time
 # and by inclusive time, and per-request syscall counts from `perf stat`.
 #
-# Usage: load-tests/profile.sh [seconds=8] [config=full|off]
+# Usage: load-tests/profile.sh [seconds=8] [config=full|off|bare] [connections=32]
+# Env:   PROFILE_CHUNKS=N: streamed requests of N chunks plus a usage chunk
+#        instead of non-stream ones. `bare` profiles bare pingora instead.
 # Output: $OUT (default target/profile): perf.data, report-threads.txt,
 #         report-self.txt, report-children.txt, syscalls.txt. A flamegraph:
 #         perf script -i perf.data | inferno-collapse-perf | inferno-flamegraph > f.svg Only loopback addresses are used.
@@ -12,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-8}
 config=${2:-full}
+conns=${3:-32}
+chunks=${PROFILE_CHUNKS:-}
 out=${OUT:-target/profile}
 sluice_threads=${SLUICE_THREADS:-1}
 mkdir -p "$out"
@@ -30,12 +34,22 @@ else
 fi
 "$bin/mock-upstream" --listen "127.0.0.1:$mock_port" >/dev/null 2>&1 &
 pids+=($!)
-(cd "$work" && RUST_LOG=warn exec "$bin/sluice" serve --config "$work/sluice.yaml" --listen "127.0.0.1:$port" >"$work/sluice.log" 2>&1) &
+if [[ $config == bare ]]; then
+  "$bin/bare-pingora" --listen "127.0.0.1:$port" --upstream "127.0.0.1:$mock_port" --threads "$sluice_threads" >"$work/sluice.log" 2>&1 &
+else
+  (cd "$work" && RUST_LOG=warn exec "$bin/sluice" serve --config "$work/sluice.yaml" --listen "127.0.0.1:$port" \
+     --admin-listen "127.0.0.1:$(free_port)" >"$work/sluice.log" 2>&1) &
+fi
 sluice_pid=$!; pids+=($sluice_pid)
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
 body='{"model":"gpt-4o-mini","stream":false,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}],"max_tokens":32}'
-"$bin/loadgen" --no-progress --connections 32 --warmup-s 2 --duration-s $((seconds * 2 + 2)) --body "$body" \
-  --header "authorization: Bearer sk-load-t1-k0" --cpu-pid "sluice=$sluice_pid" \
+stream_args=()
+if [[ -n $chunks ]]; then
+  body='{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}],"max_tokens":32}'
+  stream_args=(--header "x-mock-chunks: $chunks")
+fi
+"$bin/loadgen" --no-progress --connections "$conns" --warmup-s 2 --duration-s $((seconds * 2 + 2)) --body "$body" \
+  --header "authorization: Bearer sk-load-t1-k0" "${stream_args[@]}" --cpu-pid "sluice=$sluice_pid" \
   --json "$out/load.jsonl" --scenario "profile-$config" \
   --target "sluice=http://127.0.0.1:$port/v1/chat/completions" >"$out/load.md" &
 load_pid=$!

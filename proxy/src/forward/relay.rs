@@ -18,6 +18,7 @@ use crate::downstream::watch::{client_event, ClientEvent};
 use crate::downstream::RequestCtx;
 use crate::error::GatewayError;
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
 use sluice_filters::{Control, EndCause};
@@ -322,21 +323,12 @@ impl BodyLoop<'_, '_> {
             self.waited += waiting.elapsed();
             match event {
                 RelayEvent::Read(Ok(Some(chunk))) => {
-                    if let Some(ended) = self.forward_chunk(chunk).await {
+                    if let Some(ended) = self.forward_ready(chunk).await {
                         return ended;
                     }
                 }
                 RelayEvent::Read(Ok(None)) => return self.complete().await,
-                RelayEvent::Read(Err(failure)) => {
-                    tracing::warn!(reason = %failure.reason(), "upstream broke off mid-response");
-                    let rest = self.translator.finish();
-                    if self.is_sse {
-                        let _ = self.session.write_response_body(rest, false).await;
-                    }
-                    let error = failure.into_gateway_error();
-                    broken_end(self.dialect, self.session, error, self.is_sse).await;
-                    return RelayOutcome::SourceBroke;
-                }
+                RelayEvent::Read(Err(failure)) => return self.source_broke(failure).await,
                 RelayEvent::Client(ClientEvent::Gone) => {
                     self.services.metrics.stream_paused(paused_at.take());
                     return self.client_left();
@@ -393,10 +385,39 @@ impl BodyLoop<'_, '_> {
         }
     }
 
-    /// Sends one piece on; `Some` when the stream ended here (the client
-    /// left, or the piece took it past its hard budget).
-    async fn forward_chunk(&mut self, chunk: Bytes) -> Option<RelayOutcome> {
-        let out = self.translator.relay(chunk);
+    /// Sends `chunk` on, together with every further piece the source
+    /// already holds (read without waiting), in one write; `Some` when the
+    /// stream ended here (the source's end or failure was among them, the
+    /// client left, or a piece took it past its hard budget).
+    ///
+    /// Pingora flushes (one `sendto`) per `write_response_body`, and an
+    /// upstream's burst of SSE events arrives in one `recv` but is handed
+    /// out one chunk per read: written one by one, ten events cost ten
+    /// syscalls where pingora's own proxy writes them as one
+    /// (`response_duplex_vec`). A source read is cancel-safe (pingora's
+    /// proxy polls it inside `select!` too), so a read that is not ready at
+    /// once is dropped and waited for by the next turn of the loop. The
+    /// budget is checked after each piece, as before: the piece that passes
+    /// it still goes out, then the cut, so the client sees the same bytes.
+    async fn forward_ready(&mut self, chunk: Bytes) -> Option<RelayOutcome> {
+        let name = self.answer.target.settings.name.as_str();
+        let mut out = Gathered::new(self.translator.relay(chunk));
+        let mut cut = self.passed_budget();
+        let mut ended = None;
+        while cut.is_none() && out.len() < COALESCE_LIMIT {
+            match self.answer.source.read(name).now_or_never() {
+                None => break,
+                Some(Ok(Some(more))) => {
+                    out.push(self.translator.relay(more));
+                    cut = self.passed_budget();
+                }
+                Some(end) => {
+                    ended = Some(end);
+                    break;
+                }
+            }
+        }
+        let out = out.into_bytes();
         if self.first_byte_at.is_none() && !out.is_empty() {
             self.first_byte_at = Some(Instant::now());
         }
@@ -409,6 +430,19 @@ impl BodyLoop<'_, '_> {
                 return Some(self.client_left());
             }
         }
+        if let Some(running) = cut {
+            return Some(self.cut_for_budget(running).await);
+        }
+        match ended? {
+            Ok(Some(_)) => unreachable!("a read with more body stays in the gathering loop"),
+            Ok(None) => Some(self.complete().await),
+            Err(failure) => Some(self.source_broke(failure).await),
+        }
+    }
+
+    /// Counts what was delivered so far and, for a stream under a hard
+    /// budget, returns its running cost once that is past the budget.
+    fn passed_budget(&mut self) -> Option<i64> {
         let delivered = estimate_tokens(self.translator.delivered_text().len());
         self.stream.set_tokens(delivered);
         let budget = self.budget?;
@@ -422,9 +456,12 @@ impl BodyLoop<'_, '_> {
                 delivered,
             )
             .unwrap_or(0);
-        if !budget.reservation.would_exceed(running) {
-            return None;
-        }
+        budget.reservation.would_exceed(running).then_some(running)
+    }
+
+    /// Ends a stream that went past its hard budget with the dialect's
+    /// closing events.
+    async fn cut_for_budget(&mut self, running: i64) -> RelayOutcome {
         self.services.metrics.budget_event("stream_cut");
         self.services
             .streams
@@ -439,7 +476,20 @@ impl BodyLoop<'_, '_> {
             self.translator,
         );
         let _ = self.session.write_response_body(closing, true).await;
-        Some(RelayOutcome::Ended(EndCause::Budget))
+        RelayOutcome::Ended(EndCause::Budget)
+    }
+
+    /// The source failed mid-answer: what the translator holds, then the
+    /// dialect's error event (SSE) or a closed connection (a plain body).
+    async fn source_broke(&mut self, failure: AttemptError) -> RelayOutcome {
+        tracing::warn!(reason = %failure.reason(), "upstream broke off mid-response");
+        let rest = self.translator.finish();
+        if self.is_sse {
+            let _ = self.session.write_response_body(rest, false).await;
+        }
+        let error = failure.into_gateway_error();
+        broken_end(self.dialect, self.session, error, self.is_sse).await;
+        RelayOutcome::SourceBroke
     }
 
     /// Under strict durability, keeps back what must wait for the record
@@ -510,6 +560,42 @@ impl BodyLoop<'_, '_> {
             .streams
             .end_stream(self.stream, EndCause::Client);
         RelayOutcome::Ended(EndCause::Client)
+    }
+}
+
+/// Most bytes gathered from the source into one client write.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// Pieces for one client write: the first kept as it is (no copy for the
+/// common single piece), later ones appended.
+struct Gathered {
+    first: Bytes,
+    more: Option<BytesMut>,
+}
+
+impl Gathered {
+    fn new(first: Bytes) -> Self {
+        Gathered { first, more: None }
+    }
+
+    fn len(&self) -> usize {
+        self.more.as_ref().map_or(self.first.len(), BytesMut::len)
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        if piece.is_empty() {
+            return;
+        }
+        let more = self.more.get_or_insert_with(|| {
+            let mut all = BytesMut::with_capacity(self.first.len() + piece.len() * 4);
+            all.extend_from_slice(&self.first);
+            all
+        });
+        more.extend_from_slice(&piece);
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.more.map_or(self.first, BytesMut::freeze)
     }
 }
 
