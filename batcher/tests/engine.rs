@@ -39,6 +39,7 @@ fn sched(num_blocks: usize, chunk: usize) -> SchedulerConfig {
         max_tokens_per_step: 32,
         max_prefill_chunk: chunk,
         admission: AdmissionPolicy::OnDemand,
+        enable_prefix_caching: true,
     }
 }
 
