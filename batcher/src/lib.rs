@@ -8,7 +8,7 @@
 //! - [`engine`]: the actor. [`EngineHandle::submit`] returns a [`TokenStream`];
 //!   a dedicated thread owns the model and the KV cache and runs one step at a time.
 //! - [`scheduler`]: what runs in each step (continuous batching, chunked
-//!   prefill, priorities, preemption by recompute); pure Rust.
+//!   prefill, priorities, preemption by recompute, prefix caching); pure Rust.
 //! - [`block_allocator`]: the KV block free list and per-sequence block tables;
 //!   [`prefix_cache`]: which full blocks hold which token chains (automatic
 //!   prefix caching); [`kv_cache`]: the per-layer K/V pools they index.

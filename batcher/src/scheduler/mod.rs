@@ -18,7 +18,8 @@
 //! its sequence ends), and an admitted sequence takes the cached blocks that
 //! match its leading tokens instead of computing them (see
 //! [`crate::prefix_cache`]); its last known token is always computed, for
-//! logits.
+//! logits. A waiting sequence whose next block a running one with the same
+//! tokens is computing waits for it to be cached rather than compute it too.
 
 use std::collections::HashMap;
 
@@ -45,7 +46,7 @@ pub type SeqId = u64;
 pub struct Scheduler {
     /// Limits.
     config: SchedulerConfig,
-    /// Free list and reference counts.
+    /// Free list, reference counts and the prefix cache's index.
     allocator: BlockAllocator,
     /// Every live sequence.
     seqs: HashMap<SeqId, SeqState>,

@@ -32,7 +32,7 @@ impl StepPlan {
     }
 }
 
-/// Counters for [`Scheduler::stats`].
+/// Counters for [`Scheduler::stats`](super::Scheduler::stats).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SchedulerStats {
     /// Sequences queued for admission.
