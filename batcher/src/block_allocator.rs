@@ -1,21 +1,29 @@
 //! KV-cache block bookkeeping: the free list with reference counts, and the
 //! per-sequence block table that maps token positions to cache slots.
 //!
-//! Pure Rust, no tensors: the pools themselves live in [`crate::kv_cache`].
+//! Pure Rust, no tensors: the pools themselves live in [`crate::kv_cache`];
+//! which blocks hold which token chains lives in [`crate::prefix_cache`].
+
+use crate::prefix_cache::{BlockKey, ChainId, PrefixIndex};
 
 /// Index of one fixed-size block in every layer's K and V pools.
 pub type BlockId = u32;
 
 /// Hands out KV blocks from a free list and counts references to each.
 ///
-/// Reference counts let two sequences share a block (a forked prefix); a
-/// block returns to the free list when its last reference is released.
+/// Reference counts let sequences share a block (a cached prefix); a block
+/// whose last reference is released returns to the free list, or, when it
+/// is registered in the prefix cache, is parked as idle: still findable by
+/// [`Self::lookup`], and evicted (oldest first) only when an allocation
+/// finds the free list empty.
 #[derive(Debug, Clone)]
 pub struct BlockAllocator {
-    /// References held on each block; 0 means free.
+    /// References held on each block; 0 means free or idle.
     ref_counts: Vec<u32>,
-    /// Free blocks, popped from the back.
+    /// Free unregistered blocks, popped from the back.
     free: Vec<BlockId>,
+    /// Registered (cached) blocks and the idle ones among them.
+    prefix: PrefixIndex,
 }
 
 impl BlockAllocator {
@@ -30,6 +38,7 @@ impl BlockAllocator {
     pub fn with_order(order: Vec<BlockId>) -> Self {
         Self {
             ref_counts: vec![0; order.len()],
+            prefix: PrefixIndex::new(order.len()),
             free: order,
         }
     }
@@ -39,9 +48,14 @@ impl BlockAllocator {
         self.ref_counts.len()
     }
 
-    /// Blocks currently on the free list.
+    /// Blocks an allocation can take: free ones plus idle cached ones.
     pub fn num_free(&self) -> usize {
-        self.free.len()
+        self.free.len() + self.prefix.num_idle()
+    }
+
+    /// Idle cached blocks (no reference; kept for reuse until evicted).
+    pub fn num_idle_cached(&self) -> usize {
+        self.prefix.num_idle()
     }
 
     /// Blocks held by at least one sequence.
@@ -49,13 +63,27 @@ impl BlockAllocator {
         self.capacity() - self.num_free()
     }
 
-    /// Takes `n` blocks, or none at all (returns `None`) when fewer are free.
+    /// Takes `n` blocks, or none at all (returns `None`) when fewer are
+    /// obtainable. Free blocks go first; idle cached blocks are evicted,
+    /// least recently used first, only for the rest.
     pub fn allocate(&mut self, n: usize) -> Option<Vec<BlockId>> {
-        if n > self.free.len() {
+        if n > self.num_free() {
             return None;
         }
-        let taken = self.free.split_off(self.free.len() - n);
+        let from_free = n.min(self.free.len());
+        let taken = self.free.split_off(self.free.len() - from_free);
         let mut taken: Vec<BlockId> = taken.into_iter().rev().collect();
+        while taken.len() < n {
+            match self.prefix.evict_oldest() {
+                Some(id) => taken.push(id),
+                None => {
+                    // `num_free` counted idle blocks the index does not have.
+                    tracing::error!("prefix cache idle count out of step");
+                    self.free.extend(taken.into_iter().rev());
+                    return None;
+                }
+            }
+        }
         for id in &mut taken {
             self.ref_counts[*id as usize] = 1;
         }
@@ -63,16 +91,26 @@ impl BlockAllocator {
         Some(taken)
     }
 
-    /// Adds a reference to an already-held block (sharing it).
+    /// Adds a reference to a block: sharing a held block, or taking an idle
+    /// cached one back into use (a prefix cache hit).
     pub fn retain(&mut self, id: BlockId) {
         if let Some(count) = self.ref_counts.get_mut(id as usize) {
+            if *count == 0 {
+                if !self.prefix.is_registered(id) {
+                    tracing::error!(block = id, "retain of a free KV block ignored");
+                    return;
+                }
+                self.prefix.unpark(id);
+            }
             *count += 1;
         }
     }
 
-    /// Drops one reference to each block; blocks reaching zero are freed.
+    /// Drops one reference to each block of `ids` (given in position order);
+    /// blocks reaching zero are freed, or parked if cached. They are parked
+    /// last block first, so a chain's tail is evicted before its head.
     pub fn release(&mut self, ids: &[BlockId]) {
-        for &id in ids {
+        for &id in ids.iter().rev() {
             if let Some(count) = self.ref_counts.get_mut(id as usize) {
                 if *count == 0 {
                     tracing::error!(block = id, "double free of a KV block ignored");
@@ -80,7 +118,11 @@ impl BlockAllocator {
                 }
                 *count -= 1;
                 if *count == 0 {
-                    self.free.push(id);
+                    if self.prefix.is_registered(id) {
+                        self.prefix.park(id);
+                    } else {
+                        self.free.push(id);
+                    }
                 }
             }
         }
@@ -89,6 +131,27 @@ impl BlockAllocator {
     /// References currently held on `id` (0 when free or out of range).
     pub fn ref_count(&self, id: BlockId) -> u32 {
         self.ref_counts.get(id as usize).copied().unwrap_or(0)
+    }
+
+    /// The cached block holding `key` and its chain id; does not retain it.
+    pub fn lookup(&self, key: &BlockKey) -> Option<(BlockId, ChainId)> {
+        self.prefix.lookup(key)
+    }
+
+    /// Registers held block `id`, full and computed, as holding `key`.
+    /// Returns the chain id standing for `key` (see [`PrefixIndex::register`]).
+    pub fn register(&mut self, id: BlockId, key: BlockKey) -> ChainId {
+        self.prefix.register(id, key)
+    }
+
+    /// True when `id` is registered in the prefix cache.
+    pub fn is_cached(&self, id: BlockId) -> bool {
+        self.prefix.is_registered(id)
+    }
+
+    /// Cached blocks evicted since start.
+    pub fn evictions(&self) -> u64 {
+        self.prefix.evictions()
     }
 }
 
@@ -168,6 +231,28 @@ mod tests {
         assert_eq!(alloc.num_free(), 2);
         alloc.release(&a); // double free is ignored, not corrupting
         assert_eq!(alloc.num_free(), 2);
+    }
+
+    #[test]
+    fn cached_blocks_are_evicted_only_when_no_free_block_remains() {
+        let mut alloc = BlockAllocator::new(4);
+        let held = alloc.allocate(3).unwrap();
+        let keys: Vec<BlockKey> = (0..3).map(|t| BlockKey::new(None, &[t])).collect();
+        for (id, key) in held.iter().zip(&keys) {
+            alloc.register(*id, key.clone());
+        }
+        alloc.release(&held);
+        // Released last block first: block 2 went idle first.
+        assert_eq!((alloc.num_free(), alloc.num_idle_cached()), (4, 3));
+        assert_eq!(alloc.allocate(1), Some(vec![3]), "the free block first");
+        assert_eq!(alloc.lookup(&keys[2]), Some((2, 2)), "nothing evicted yet");
+        alloc.retain(0); // a hit takes block 0 out of the idle set
+        assert_eq!(alloc.allocate(1), Some(vec![2]), "then the oldest idle");
+        assert_eq!(alloc.lookup(&keys[2]), None);
+        assert_eq!(alloc.allocate(1), Some(vec![1]));
+        assert!(alloc.allocate(1).is_none(), "block 0 is held");
+        assert_eq!(alloc.lookup(&keys[0]), Some((0, 0)));
+        assert_eq!(alloc.evictions(), 2);
     }
 
     #[test]

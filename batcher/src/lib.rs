@@ -8,9 +8,10 @@
 //! - [`engine`]: the actor. [`EngineHandle::submit`] returns a [`TokenStream`];
 //!   a dedicated thread owns the model and the KV cache and runs one step at a time.
 //! - [`scheduler`]: what runs in each step (continuous batching, chunked
-//!   prefill, priorities, preemption by recompute); pure Rust.
+//!   prefill, priorities, preemption by recompute, prefix caching); pure Rust.
 //! - [`block_allocator`]: the KV block free list and per-sequence block tables;
-//!   [`kv_cache`]: the per-layer K/V pools they index.
+//!   [`prefix_cache`]: which full blocks hold which token chains (automatic
+//!   prefix caching); [`kv_cache`]: the per-layer K/V pools they index.
 //! - [`model`]: the packed, variable-length Llama runner and its paged attention;
 //!   loaders for HF directories and GGUF files.
 //! - [`sampling`]: greedy / temperature / top-k / top-p, seeds, penalties, logprobs;
@@ -31,6 +32,7 @@ pub mod error;
 pub mod fetch;
 pub mod kv_cache;
 pub mod model;
+pub mod prefix_cache;
 pub mod rng;
 pub mod sampling;
 pub mod scheduler;

@@ -39,6 +39,7 @@ fn sched(num_blocks: usize, chunk: usize) -> SchedulerConfig {
         max_tokens_per_step: 32,
         max_prefill_chunk: chunk,
         admission: AdmissionPolicy::OnDemand,
+        enable_prefix_caching: true,
     }
 }
 
@@ -301,29 +302,45 @@ fn pause_parks_a_sequence_and_resume_finishes_it_identically() {
     assert!(engine.pause_blocking(12345).is_err());
 }
 
+/// Low-priority requests arrive first and fill the batch; a high-priority
+/// one arriving later preempts one of them and finishes first. Under plain
+/// FIFO it would be admitted last and finish last.
 #[test]
 fn higher_priority_request_is_served_first() {
     let mut cfg = sched(256, 64);
-    cfg.max_num_seqs = 1;
+    cfg.max_num_seqs = 2;
     let engine = start(cfg, None);
-    let blocker = engine.submit_blocking(long_request(vec![4, 4])).unwrap();
-    let low = engine
-        .submit_blocking(
-            GenerateRequest::from_tokens(vec![7], SamplingParams::greedy(2)).with_priority(0),
-        )
-        .unwrap();
-    let high = engine
-        .submit_blocking(
-            GenerateRequest::from_tokens(vec![8], SamplingParams::greedy(2)).with_priority(5),
-        )
-        .unwrap();
-    // The high-priority arrival preempts the running priority-0 blocker.
-    let high_done = std::thread::spawn(move || high.collect_blocking());
-    let (tokens, finished, _) = high_done.join().unwrap();
-    assert!(finished.is_some() && !tokens.is_empty());
-    drop(blocker);
-    let (_, finished, _) = low.collect_blocking();
-    assert!(finished.is_some());
+    let (done, order) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    let mut follow = |name: String, stream: TokenStream| {
+        let done = done.clone();
+        threads.push(std::thread::spawn(move || {
+            let (tokens, finished, error) = stream.collect_blocking();
+            assert!(finished.is_some() && error.is_none(), "{name}: {error:?}");
+            done.send((name, tokens.len())).unwrap();
+        }));
+    };
+    for i in 0..4 {
+        let low = long_request(vec![4 + i, 5]).with_priority(0);
+        follow(format!("low {i}"), engine.submit_blocking(low).unwrap());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.stats_blocking().unwrap().generated_tokens == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing ran");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stats = engine.stats_blocking().unwrap();
+    assert_eq!((stats.running, stats.waiting), (2, 2), "{stats:?}");
+    let high = GenerateRequest::from_tokens(vec![8], SamplingParams::greedy(3)).with_priority(5);
+    follow("high".into(), engine.submit_blocking(high).unwrap());
+    drop(done);
+    let first = order.recv().unwrap();
+    assert_eq!(first.0, "high", "finished first: {first:?}");
+    assert!(engine.stats_blocking().unwrap().preemptions >= 1);
+    assert_eq!(order.iter().count(), 4);
+    for t in threads {
+        t.join().unwrap();
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! SmolLM2-135M-Instruct (Q4_1 GGUF): greedy continuation is deterministic,
 //! coherent English, matches the stored expected output, and our packed
-//! runner agrees with candle-transformers' quantized Llama on the same file.
+//! runner agrees with candle-transformers' quantized Llama on the same file;
+//! its byte-level BPE tokens stream multibyte text as whole characters.
 //!
 //! Needs `models/SmolLM2-135M-Instruct.Q4_1.gguf` (run
 //! `batcher/scripts/fetch-smollm2.sh`). Without it the tests are skipped,
@@ -14,11 +15,16 @@
 )]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama;
 use sluice_batcher::model::{AttentionKernel, ChunkInput, LlamaRunner, PackedBatch};
-use sluice_batcher::{load_gguf, Engine, EngineConfig, Event, GenerateRequest, SamplingParams};
+use sluice_batcher::text::IncrementalDecoder;
+use sluice_batcher::{
+    load_gguf, load_gguf_with, Engine, EngineConfig, Event, GenerateRequest, GgufOptions,
+    SamplingParams,
+};
 
 const PROMPT: &str =
     "<|im_start|>user\nWhat is the capital of France? Tell me a little about it.<|im_end|>\n<|im_start|>assistant\n";
@@ -160,4 +166,50 @@ fn smollm2_packed_runner_matches_candle_quantized_llama() {
             sequence.push(argmax(&reference));
         }
     }
+}
+
+/// SmolLM2's byte-level BPE splits multibyte characters (accents, CJK,
+/// Greek, emoji with skin tones, ZWJ families, flags) across tokens. Fed one
+/// token at a time after a prompt, the incremental decoder holds back
+/// partial characters: no piece carries a replacement character, and the
+/// pieces add up to exactly the text.
+#[test]
+fn smollm2_streams_multibyte_text_whole_characters_only() {
+    let Some(path) = model_path() else {
+        return;
+    };
+    let quantized_only = GgufOptions {
+        dense_min_rows: None,
+    };
+    let model = load_gguf_with(&path, &Device::Cpu, &quantized_only).unwrap();
+    let tokenizer = Arc::new(model.tokenizer.unwrap());
+    let encode = |text: &str| tokenizer.encode(text, false).unwrap().get_ids().to_vec();
+    let text = "Crème brûlée, naïve café — 日本語のテキスト, Ελληνικά; emoji 👍🏽 👨‍👩‍👧 🇫🇷 🦀!";
+    let ids = encode(text);
+    let partial = ids
+        .iter()
+        .filter(|id| {
+            tokenizer
+                .decode(&[**id], false)
+                .unwrap()
+                .contains('\u{FFFD}')
+        })
+        .count();
+    assert!(partial >= 5, "too few tokens split a character: {partial}");
+    let mut tokens = encode("<|im_start|>assistant\n");
+    let mut decoder = IncrementalDecoder::new(tokenizer.clone(), tokens.len());
+    let mut streamed = String::new();
+    let mut held_back = 0;
+    for id in ids {
+        tokens.push(id);
+        let piece = decoder.next_piece(&tokens).unwrap();
+        assert!(
+            !piece.contains('\u{FFFD}'),
+            "piece {piece:?} holds part of a character"
+        );
+        held_back += usize::from(piece.is_empty());
+        streamed.push_str(&piece);
+    }
+    assert_eq!(streamed, text);
+    assert!(held_back > 0, "no token was held back");
 }

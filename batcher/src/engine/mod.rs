@@ -26,7 +26,8 @@ use crate::scheduler::{Scheduler, SchedulerConfig};
 /// How the engine is sized.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// Scheduler limits and KV pool size.
+    /// Scheduler limits and KV pool size; `scheduler.enable_prefix_caching`
+    /// turns automatic prefix caching on (the default) or off.
     pub scheduler: SchedulerConfig,
     /// Commands that may wait for the engine thread before submit blocks.
     pub queue_capacity: usize,
@@ -63,6 +64,18 @@ pub struct EngineStats {
     pub steps: u64,
     /// Tokens fed to the model (prefill, decode and recompute).
     pub tokens_computed: u64,
+    /// Prompt tokens fed to the model (recomputes included): prompt tokens
+    /// the prefix cache supplied are not counted.
+    pub prefill_tokens_computed: u64,
+    /// Idle cached KV blocks (counted as free, not in `blocks_used`).
+    pub blocks_cached: usize,
+    /// Tokens looked up in the prefix cache at admission; the hit rate is
+    /// `prefix_cache_hits / prefix_cache_queries`.
+    pub prefix_cache_queries: u64,
+    /// Tokens found in the prefix cache (not computed again).
+    pub prefix_cache_hits: u64,
+    /// Cached blocks evicted to make room.
+    pub prefix_cache_evictions: u64,
     /// Tokens generated.
     pub generated_tokens: u64,
     /// Sequences finished (any reason, including cancel).

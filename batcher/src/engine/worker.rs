@@ -217,6 +217,10 @@ impl Worker {
             blocks_used: s.blocks_used,
             blocks_total: s.blocks_total,
             preemptions: s.preemptions,
+            blocks_cached: s.blocks_cached,
+            prefix_cache_queries: s.prefix_cache_queries,
+            prefix_cache_hits: s.prefix_cache_hits,
+            prefix_cache_evictions: s.prefix_cache_evictions,
             ..self.stats.clone()
         }
     }
@@ -234,7 +238,7 @@ impl Worker {
         match self.validate(request) {
             Ok((tokens, sampling, priority)) => {
                 let max_new = sampling.max_tokens;
-                if let Err(e) = self.scheduler.add(id, priority, tokens.len(), max_new) {
+                if let Err(e) = self.scheduler.add(id, priority, &tokens, max_new) {
                     self.stats.rejected += 1;
                     let _ = sender.try_send(Event::Error(e.to_string()));
                     return;
@@ -341,7 +345,7 @@ impl Worker {
                     if let Some(a) = self.active.remove(&chunk.seq_id) {
                         let _ = a.sender.try_send(Event::Error("model step failed".into()));
                     }
-                    self.scheduler.remove(chunk.seq_id);
+                    self.scheduler.remove_failed(chunk.seq_id);
                 }
                 return;
             }
@@ -350,6 +354,14 @@ impl Worker {
         self.stats.last_step_tokens = plan.num_tokens();
         self.stats.last_step_seqs = plan.chunks.len();
         self.stats.tokens_computed += plan.num_tokens() as u64;
+        self.stats.prefill_tokens_computed += plan
+            .chunks
+            .iter()
+            .filter_map(|c| {
+                let prompt_len = self.active.get(&c.seq_id)?.prompt_len;
+                Some(prompt_len.min(c.start + c.len).saturating_sub(c.start) as u64)
+            })
+            .sum::<u64>();
         let sampled = plan.chunks.iter().filter(|c| c.samples);
         for (chunk, row) in sampled.zip(logits) {
             self.on_logits(chunk.seq_id, &row);
@@ -426,7 +438,7 @@ impl Worker {
         }
         let index = a.tokens.len() - a.prompt_len;
         a.tokens.push(s.token);
-        self.scheduler.append_token(id);
+        self.scheduler.append_token(id, s.token);
         self.stats.generated_tokens += 1;
         let piece = match &mut a.decoder {
             Some(decoder) => decoder.next_piece(&a.tokens).unwrap_or_default(),
