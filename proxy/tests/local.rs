@@ -686,3 +686,58 @@ async fn n_choices_are_parallel_sequences_with_their_own_indexes() {
     assert_eq!(completions, [12, 12]);
     engine_idle(&sluice, "engine").await;
 }
+
+#[tokio::test]
+async fn a_repeated_prompt_is_computed_once_and_the_prefix_cache_is_measured() {
+    let model = tiny_model();
+    let sluice = Sluice::start(&config(&model, "http://127.0.0.1:9", "")).await;
+    let long = "w5 w6 w7 ".repeat(30);
+    let body = json!({
+        "model": "tiny", "ignore_eos": true, "max_tokens": 3,
+        "messages": [{"role": "user", "content": long}],
+    });
+    let scrape = || async {
+        reqwest::get(sluice.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let mut answers = Vec::new();
+    let mut prefill = Vec::new();
+    for _ in 0..2 {
+        let reply: Value = post(&sluice, "/v1/chat/completions", &body, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        answers.push(reply["choices"][0]["message"]["content"].clone());
+        let prompt = reply["usage"]["prompt_tokens"].as_f64().unwrap();
+        let text = scrape().await;
+        let computed = metric(&text, "sluice_engine_prefill_tokens_total", &[]);
+        prefill.push((prompt, computed));
+    }
+    assert_eq!(answers[0], answers[1], "a cached prefix answers the same");
+    let (prompt, first) = prefill[0];
+    assert!(prompt > 64.0, "the prompt spans several blocks: {prompt}");
+    assert_eq!(first, prompt, "the first request computes its whole prompt");
+    let second = prefill[1].1 - first;
+    assert!(
+        second <= 16.0,
+        "the second computes only the block holding its last token: {second} of {prompt}"
+    );
+    let text = scrape().await;
+    let hits = metric(
+        &text,
+        "sluice_engine_prefix_cache_total",
+        &[r#"event="hits""#],
+    );
+    assert_eq!(hits, prompt - second, "{text}");
+    assert_eq!(metric(&text, "vllm:prefix_cache_hits_total", &[]), hits);
+    assert_eq!(
+        metric(&text, "vllm:prefix_cache_queries_total", &[]),
+        2.0 * prompt,
+        "both prompts were looked up"
+    );
+}

@@ -150,6 +150,11 @@ impl LocalBackend for EngineBackend {
             kv_block_size: sluice_batcher::serve::BLOCK_SIZE,
             preemptions: stats.preemptions,
             generated_tokens: stats.generated_tokens,
+            prefill_tokens: stats.prefill_tokens_computed,
+            kv_blocks_cached: stats.blocks_cached,
+            prefix_cache_queries: stats.prefix_cache_queries,
+            prefix_cache_hits: stats.prefix_cache_hits,
+            prefix_cache_evictions: stats.prefix_cache_evictions,
         })
     }
 }

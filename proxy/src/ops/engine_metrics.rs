@@ -23,6 +23,16 @@ pub struct BackendLoad {
     pub preemptions: u64,
     /// Tokens generated since start.
     pub generated_tokens: u64,
+    /// Prompt tokens computed in prefill (cached ones are not).
+    pub prefill_tokens: u64,
+    /// Idle KV blocks kept for their cached prefix (free for reuse).
+    pub kv_blocks_cached: usize,
+    /// Prompt tokens looked up in the prefix cache.
+    pub prefix_cache_queries: u64,
+    /// Prompt tokens found there (not computed again).
+    pub prefix_cache_hits: u64,
+    /// Cached blocks evicted to make room.
+    pub prefix_cache_evictions: u64,
 }
 
 /// Engine series, by upstream name.
@@ -35,6 +45,14 @@ pub struct EngineMetrics {
     preemptions: IntCounterVec,
     /// Tokens generated since start.
     generated: IntCounterVec,
+    /// Prompt tokens computed since start.
+    prefill: IntCounterVec,
+    /// Prefix cache: tokens looked up, tokens hit, blocks evicted.
+    prefix_cache: IntCounterVec,
+    /// `vllm:prefix_cache_queries_total`.
+    vllm_prefix_queries: IntCounterVec,
+    /// `vllm:prefix_cache_hits_total`.
+    vllm_prefix_hits: IntCounterVec,
     /// `vllm:num_requests_running`.
     vllm_running: GaugeVec,
     /// `vllm:num_requests_waiting`.
@@ -81,6 +99,35 @@ impl EngineMetrics {
                 ),
                 by_upstream,
             )?,
+            prefill: IntCounterVec::new(
+                Opts::new(
+                    "sluice_engine_prefill_tokens_total",
+                    "Prompt tokens the built-in engine computed (prefix-cache hits are not).",
+                ),
+                by_upstream,
+            )?,
+            prefix_cache: IntCounterVec::new(
+                Opts::new(
+                    "sluice_engine_prefix_cache_total",
+                    "Built-in engine prefix cache: tokens looked up (queries), tokens found \
+                     (hits), blocks evicted (evictions).",
+                ),
+                &["upstream", "event"],
+            )?,
+            vllm_prefix_queries: IntCounterVec::new(
+                Opts::new(
+                    "vllm:prefix_cache_queries_total",
+                    "Prompt tokens looked up in the prefix cache (vLLM's name).",
+                ),
+                by_model,
+            )?,
+            vllm_prefix_hits: IntCounterVec::new(
+                Opts::new(
+                    "vllm:prefix_cache_hits_total",
+                    "Prompt tokens found in the prefix cache (vLLM's name).",
+                ),
+                by_model,
+            )?,
             vllm_running: GaugeVec::new(
                 Opts::new(
                     "vllm:num_requests_running",
@@ -121,6 +168,10 @@ impl EngineMetrics {
         registry.register(Box::new(m.kv_blocks.clone()))?;
         registry.register(Box::new(m.preemptions.clone()))?;
         registry.register(Box::new(m.generated.clone()))?;
+        registry.register(Box::new(m.prefill.clone()))?;
+        registry.register(Box::new(m.prefix_cache.clone()))?;
+        registry.register(Box::new(m.vllm_prefix_queries.clone()))?;
+        registry.register(Box::new(m.vllm_prefix_hits.clone()))?;
         registry.register(Box::new(m.vllm_running.clone()))?;
         registry.register(Box::new(m.vllm_waiting.clone()))?;
         registry.register(Box::new(m.vllm_cache_usage.clone()))?;
@@ -143,17 +194,32 @@ impl EngineMetrics {
         for (state, n) in [
             ("used", load.kv_blocks_used),
             ("total", load.kv_blocks_total),
+            ("cached", load.kv_blocks_cached),
         ] {
             self.kv_blocks
                 .with_label_values(&[upstream, state])
                 .set(n as i64);
         }
-        let advance = |counter: &IntCounterVec, now: u64| {
-            let c = counter.with_label_values(&[upstream]);
+        let advance = |counter: &IntCounterVec, labels: &[&str], now: u64| {
+            let c = counter.with_label_values(labels);
             c.inc_by(now.saturating_sub(c.get()));
         };
-        advance(&self.preemptions, load.preemptions);
-        advance(&self.generated, load.generated_tokens);
+        advance(&self.preemptions, &[upstream], load.preemptions);
+        advance(&self.generated, &[upstream], load.generated_tokens);
+        advance(&self.prefill, &[upstream], load.prefill_tokens);
+        for (event, n) in [
+            ("queries", load.prefix_cache_queries),
+            ("hits", load.prefix_cache_hits),
+            ("evictions", load.prefix_cache_evictions),
+        ] {
+            advance(&self.prefix_cache, &[upstream, event], n);
+        }
+        advance(
+            &self.vllm_prefix_queries,
+            &[upstream],
+            load.prefix_cache_queries,
+        );
+        advance(&self.vllm_prefix_hits, &[upstream], load.prefix_cache_hits);
         self.vllm_running
             .with_label_values(&[upstream])
             .set(load.running as f64);
