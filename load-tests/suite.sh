@@ -16,12 +16,14 @@
 # streams; open loop non-stream at 50% of (4)'s max (plus 25/75/90% for the
 # latency-vs-load plot); open-loop streams of 10 and 100 chunks (added time
 # to first token); a mixed multi-tenant workload; 10,000 streams held open
-# through (4), reading its RSS.
+# through (4), reading its RSS; then `wrk` (edge.sh) beside loadgen for the
+# non-stream 32/256-connection and 10-chunk stream cases, bare vs (4).
 #
 # Usage: load-tests/suite.sh [quick]     quick: short runs, for a smoke test
 # Env:   SLUICE_THREADS (1), MOCK_THREADS (1), LOADGEN_THREADS (1),
 #        HOLD_STREAMS (10000), NO_RESULTS=1 (do not append to RESULTS.md),
-#        NO_PLOTS=1, KEEP_WORK=1 (keep the temp dir with configs and logs).
+#        NO_PLOTS=1, KEEP_WORK=1 (keep the temp dir with configs and logs),
+#        NO_WRK=1 (skip the wrk section).
 # Only loopback addresses are used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -202,6 +204,18 @@ hold() { # name target pid
 }
 hold bare "$bare" "$bare_pid"
 hold sluice-full "$full" "$full_pid"
+
+# --- wrk: the same three throughput scenarios from an independent generator
+# (edge.sh: bare pingora and sluice-full, 3 interleaved passes, closed loop,
+# its own servers, so the numbers do not depend on loadgen). Skipped with
+# NO_WRK=1 or when wrk is not installed.
+if [[ -z ${NO_WRK:-} ]] && command -v wrk >/dev/null; then
+  echo ">>> wrk: edge.sh" >&2
+  wrk_passes=3 wrk_secs=5
+  [[ $mode == quick ]] && wrk_passes=1 wrk_secs=2
+  EDGE_OUT="$work/edge.md" NICE_BUILD=: load-tests/edge.sh "$wrk_passes" "$wrk_secs" >/dev/null
+  { echo; cat "$work/edge.md"; } >>"$report"
+fi
 
 # --- summary --------------------------------------------------------------
 summary=$(jq -rs '
