@@ -202,14 +202,15 @@ fn ms(d: Duration) -> f64 {
 /// sequences with 48 cached tokens each) to see where a step's time goes.
 fn step_timings(path: &std::path::Path) {
     use sluice_batcher::model::{ChunkInput, PackedBatch};
-    let rows: Option<usize> = std::env::var("SLUICE_DENSE_ROWS")
-        .ok()
-        .map(|v| v.parse().unwrap());
-    let options = sluice_batcher::model::GgufOptions {
-        dense_min_rows: rows.or(Some(2)).filter(|r| *r > 0),
-    };
+    // SLUICE_REQUANTIZE=0: keep the file's types (Q4_1's scalar kernel).
+    let keep = std::env::var("SLUICE_REQUANTIZE").is_ok_and(|v| v == "0");
+    let mut options = sluice_batcher::model::GgufOptions::default();
+    if keep {
+        options.requantize_to = None;
+    }
     let model = sluice_batcher::model::load_gguf_with(path, &Device::Cpu, &options).unwrap();
     let runner = model.runner;
+    println!("after load: {}", memory_status());
     let block_size = 16;
     let cache = runner.new_cache(512, block_size).unwrap();
     let tokens: Vec<u32> = (0..49).map(|i| 100 + i).collect();
@@ -246,6 +247,18 @@ fn step_timings(path: &std::path::Path) {
             b as f64 / per.as_secs_f64()
         );
     }
+    println!("after steps: {}", memory_status());
+}
+
+/// This process's resident and peak resident memory (Linux `/proc/self/status`).
+fn memory_status() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What one run measures, and on which model.
