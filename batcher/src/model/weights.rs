@@ -1,5 +1,7 @@
 //! The runner's weights: dense (safetensors) or quantized (GGUF) linear
-//! layers, and loading both formats into one [`LlamaWeights`].
+//! layers, and loading both formats into one [`LlamaWeights`]. GGUF
+//! matrices are held once, in one format for every batch size
+//! ([`prepare_matrix`]: Q4_1 -> Q8_0, padded for candle's VNNI kernel).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
