@@ -202,18 +202,23 @@ fn ms(d: Duration) -> f64 {
 /// sequences with 48 cached tokens each) to see where a step's time goes.
 fn step_timings(path: &std::path::Path) {
     use sluice_batcher::model::{ChunkInput, PackedBatch};
-    let rows: Option<usize> = std::env::var("SLUICE_DENSE_ROWS")
-        .ok()
-        .map(|v| v.parse().unwrap());
-    let options = sluice_batcher::model::GgufOptions {
-        dense_min_rows: rows.or(Some(2)).filter(|r| *r > 0),
-    };
+    // SLUICE_REQUANTIZE=0: keep the file's types (Q4_1's scalar kernel).
+    let keep = std::env::var("SLUICE_REQUANTIZE").is_ok_and(|v| v == "0");
+    let mut options = sluice_batcher::model::GgufOptions::default();
+    if keep {
+        options.requantize_to = None;
+    }
     let model = sluice_batcher::model::load_gguf_with(path, &Device::Cpu, &options).unwrap();
     let runner = model.runner;
+    println!("after load: {}", memory_status());
     let block_size = 16;
     let cache = runner.new_cache(512, block_size).unwrap();
     let tokens: Vec<u32> = (0..49).map(|i| 100 + i).collect();
-    for b in [1usize, 8, 32, 64] {
+    // SLUICE_BENCH_BATCHES=1,8: only these batch sizes (e.g. to profile one).
+    let batches: Vec<usize> = std::env::var("SLUICE_BENCH_BATCHES")
+        .map(|v| v.split(',').map(|b| b.trim().parse().unwrap()).collect())
+        .unwrap_or_else(|_| vec![1, 8, 32, 64]);
+    for b in batches {
         let tables: Vec<Vec<u32>> = (0..b)
             .map(|s| (0..4).map(|k| (s * 4 + k) as u32).collect())
             .collect();
@@ -235,7 +240,7 @@ fn step_timings(path: &std::path::Path) {
         .unwrap();
         runner.forward(&batch, &cache).unwrap();
         let start = Instant::now();
-        let n = 5;
+        let n: u32 = std::env::var("SLUICE_BENCH_REPS").map_or(5, |v| v.parse().unwrap());
         for _ in 0..n {
             runner.forward(&batch, &cache).unwrap();
         }
@@ -246,6 +251,55 @@ fn step_timings(path: &std::path::Path) {
             b as f64 / per.as_secs_f64()
         );
     }
+    println!("after steps: {}", memory_status());
+    matrix_timings(path, &options);
+}
+
+/// One-row (decode) time of each of layer 0's matrices and the output
+/// projection, as loaded for the runner: where a batch-1 step's matmul time goes.
+fn matrix_timings(path: &std::path::Path, options: &sluice_batcher::model::GgufOptions) {
+    use candle_core::quantized::{gguf_file, QMatMul};
+    use candle_core::Module;
+    use sluice_batcher::model::weights::prepare_matrix;
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    for name in [
+        "blk.0.attn_q.weight",
+        "blk.0.attn_k.weight",
+        "blk.0.attn_v.weight",
+        "blk.0.attn_output.weight",
+        "blk.0.ffn_gate.weight",
+        "blk.0.ffn_up.weight",
+        "blk.0.ffn_down.weight",
+        "token_embd.weight",
+    ] {
+        let q = content.tensor(&mut file, name, &Device::Cpu).unwrap();
+        let q = prepare_matrix(q, options.requantize_to, &Device::Cpu).unwrap();
+        let (dtype, (n, k)) = (q.dtype(), q.shape().dims2().unwrap());
+        let m = QMatMul::from_qtensor(q).unwrap();
+        let x = candle_core::Tensor::ones((1, k), candle_core::DType::F32, &Device::Cpu).unwrap();
+        m.forward(&x).unwrap();
+        let reps = 50;
+        let start = Instant::now();
+        for _ in 0..reps {
+            m.forward(&x).unwrap();
+        }
+        println!(
+            "matrix {name} ({dtype:?}, {n}x{k}): {:.3} ms per one-row matmul",
+            ms(start.elapsed() / reps)
+        );
+    }
+}
+
+/// This process's resident and peak resident memory (Linux `/proc/self/status`).
+fn memory_status() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What one run measures, and on which model.

@@ -29,6 +29,12 @@ use sluice_batcher::{
 const PROMPT: &str =
     "<|im_start|>user\nWhat is the capital of France? Tell me a little about it.<|im_end|>\n<|im_start|>assistant\n";
 
+/// Largest |logit difference| allowed against the reference; see
+/// `smollm2_packed_runner_matches_candle_quantized_llama`. Measured on this
+/// prompt: 4.84 at position 0 (the first token's outsized activations), 1.1
+/// to 4.0 after it. A loose bound: the test's teeth are the greedy choices.
+const LOGIT_TOLERANCE: f32 = 6.0;
+
 /// Written once by this test and read by a human; see the README.
 const EXPECTED: &str = include_str!("fixtures/smollm2_greedy.txt");
 
@@ -95,10 +101,16 @@ fn smollm2_greedy_is_deterministic_and_matches_the_stored_output() {
     );
 }
 
-/// Step by step (prefill of one token, then decodes), the gather kernel
-/// reproduces candle-transformers' quantized Llama bit for bit; the fused CPU
-/// kernel sums in another order, which Q8 activation quantisation amplifies,
-/// so it is held to the same greedy choices instead.
+/// Step by step (prefill of one token, then decodes), our runner against
+/// candle-transformers' quantized Llama on the file as it is. The loader
+/// converts Q4_1 matrices to Q8_0 (padded to 256 columns, the layout of
+/// candle's AVX-512 VNNI kernels, with activations quantized per 256 values
+/// instead of per 32), so the logits are no longer bit for bit the
+/// reference's (the weights move by under a tenth of a Q4_1 step, and the
+/// activations get one scale per 256 values instead of Q8_1's one per 32;
+/// which of the two dominates is not measured here): they are held within
+/// [`LOGIT_TOLERANCE`] and, the real check, to the same greedy choice at
+/// every generated position, with either attention kernel.
 #[test]
 fn smollm2_packed_runner_matches_candle_quantized_llama() {
     let Some(path) = model_path() else { return };
@@ -160,8 +172,9 @@ fn smollm2_packed_runner_matches_candle_quantized_llama() {
             .unwrap()
             .to_scalar()
             .unwrap();
-        assert!(diff < 1e-3, "position {pos}: max |diff| {diff}");
+        assert!(diff < LOGIT_TOLERANCE, "position {pos}: max |diff| {diff}");
         if pos + 1 >= tokens.len() {
+            assert_eq!(argmax(&ours), argmax(&reference), "position {pos}");
             assert_eq!(argmax(&fused_logits), argmax(&reference), "position {pos}");
             sequence.push(argmax(&reference));
         }

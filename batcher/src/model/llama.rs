@@ -9,7 +9,7 @@ use super::attention::paged_attention;
 use super::batch::PackedBatch;
 use super::config::{ModelConfig, RopeStyle};
 use super::cpu_attention::paged_attention_cpu;
-use super::weights::LlamaWeights;
+use super::weights::{forward_shared, LlamaWeights};
 use crate::error::Result;
 use crate::kv_cache::KvCache;
 
@@ -114,16 +114,15 @@ impl LlamaRunner {
             };
             Ok(y.reshape((t, heads, c.head_dim))?)
         };
-        let mut x = self
-            .weights
-            .embed_tokens
-            .index_select(&batch.token_ids, 0)?;
+        let mut x = self.weights.embed_tokens.lookup(&batch.token_ids)?;
         for (i, layer) in self.weights.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &layer.input_norm, eps)?;
-            let q = rope(layer.q_proj.forward(&h)?, c.num_attention_heads)?;
-            let k = rope(layer.k_proj.forward(&h)?, c.num_key_value_heads)?
-                .reshape((t, c.kv_width()))?;
-            let v = layer.v_proj.forward(&h)?;
+            let [q, k, v]: [Tensor; 3] =
+                forward_shared(&[&layer.q_proj, &layer.k_proj, &layer.v_proj], &h)?
+                    .try_into()
+                    .map_err(|_| candle_core::Error::Msg("expected 3 projections".into()))?;
+            let q = rope(q, c.num_attention_heads)?;
+            let k = rope(k, c.num_key_value_heads)?.reshape((t, c.kv_width()))?;
             cache.write(i, &batch.write_index, &k, &v)?;
             let attn = match cache.layer(i) {
                 Some((keys, values)) => match self.attention {
@@ -142,10 +141,12 @@ impl LlamaRunner {
             };
             x = (x + layer.o_proj.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &layer.post_attention_norm, eps)?;
-            let gate = candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)?;
+            let [gate, up]: [Tensor; 2] = forward_shared(&[&layer.gate_proj, &layer.up_proj], &h)?
+                .try_into()
+                .map_err(|_| candle_core::Error::Msg("expected 2 projections".into()))?;
             let mlp = layer
                 .down_proj
-                .forward(&(gate * layer.up_proj.forward(&h)?)?)?;
+                .forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
             x = (x + mlp)?;
         }
         if batch.num_logits == 0 {
