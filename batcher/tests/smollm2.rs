@@ -191,10 +191,7 @@ fn smollm2_streams_multibyte_text_whole_characters_only() {
     let Some(path) = model_path() else {
         return;
     };
-    let quantized_only = GgufOptions {
-        dense_min_rows: None,
-    };
-    let model = load_gguf_with(&path, &Device::Cpu, &quantized_only).unwrap();
+    let model = load_gguf_with(&path, &Device::Cpu, &GgufOptions::default()).unwrap();
     let tokenizer = Arc::new(model.tokenizer.unwrap());
     let encode = |text: &str| tokenizer.encode(text, false).unwrap().get_ids().to_vec();
     let text = "Crème brûlée, naïve café — 日本語のテキスト, Ελληνικά; emoji 👍🏽 👨‍👩‍👧 🇫🇷 🦀!";
