@@ -30,9 +30,12 @@
 # running a probe, since this VM's CPU both advertises and executes them).
 # sluice is the release build of this checkout (no -C target-cpu: as
 # shipped). Both servers are set up alike:
-#   llama-server -t 2 --parallel N -c N*256 --kv-unified --metrics
-#     (one KV pool shared by the N slots, f16, 256 tokens a sequence;
-#      prefix scenario: --parallel 32 -c 32*1024; default prompt cache on)
+#   llama-server -t 2 --parallel N -c N*256 --metrics
+#     (f16 KV, 256 tokens a slot; prefix scenario: --parallel 32 -c 32*1024;
+#      default prompt cache on). Not --kv-unified: one shared KV stream
+#      makes every token attend over all sequences' cells (llama-kv-cache.cpp
+#      get_n_kv), ~N times the attention work; per-slot streams are the
+#      default with an explicit --parallel.
 #   sluice kind: local, threads: 2, max_sequences: N,
 #     kv_cache_blocks: N*256/16 (f32, 16 tokens a block; prefix: 32*1024/16),
 #     max_tokens_per_step: 512, ledger off, no tenants (no auth, no limits).
@@ -106,7 +109,7 @@ wait_ready() { # url log
 start_llama() { # name slots ctx; sets port and server_pid
   port=$(free_port)
   "$llama" -m "$model" -a smol --host 127.0.0.1 --port "$port" -t 2 -tb 2 \
-    --parallel "$2" -c "$3" --kv-unified --metrics --no-webui >"$work/$1.log" 2>&1 &
+    --parallel "$2" -c "$3" --metrics --no-webui >"$work/$1.log" 2>&1 &
   server_pid=$!
   wait_ready "http://127.0.0.1:$port/health" "$work/$1.log"
 }
