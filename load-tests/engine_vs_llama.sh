@@ -9,7 +9,7 @@
 # streaming chat completions sent at once (4 prompts in rotation, greedy,
 # 64 tokens, `ignore_eos`, `stream_options.include_usage`), then stopped:
 # llama-server first, then sluice, never both at once. Then the prefix
-# scenario: 32 requests sharing one ~500-token system message with distinct
+# scenario: 32 requests sharing one ~830-token system message (18 rules) with distinct
 # user messages, 16 tokens each, two rounds (round 1 finds nothing cached,
 # round 2 sends new user messages after the same system message).
 #
@@ -148,7 +148,7 @@ for n in $levels; do
   stop_server
 done
 
-# ~500 tokens of one system message, the same text for every request.
+# ~830 tokens of one system message (prompt 833 with the chat template), the same text for every request.
 system="$work/system.txt"
 {
   echo "You are the support assistant of Sluice Hardware, a shop that sells tools and garden supplies."
@@ -208,7 +208,7 @@ load1() { jq -r --arg l "$1" --arg s "$2" 'select(.label==$l and .scenario==$s) 
   echo "Prompt tokens per request (from usage, llama → sluice): $(for n in $levels; do
     echo -n "N=$n $(field llama "chat-$n" '.prompt_tokens / .concurrency') → $(field sluice "chat-$n" '.prompt_tokens / .concurrency'); "; done)"
   echo
-  echo "### Shared prefix: $prefix_n requests, one ~500-token system message, distinct user messages, $prefix_tokens tokens"
+  echo "### Shared prefix: $prefix_n requests, one ~830-token system message, distinct user messages, $prefix_tokens tokens"
   echo
   echo "Both started fresh with room for $prefix_n sequences of $prefix_ctx tokens; the warm-up request"
   echo "has no system message. Round 2 sends new user messages after the same system message."
