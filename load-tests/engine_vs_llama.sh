@@ -9,7 +9,7 @@
 # streaming chat completions sent at once (4 prompts in rotation, greedy,
 # 64 tokens, `ignore_eos`, `stream_options.include_usage`), then stopped:
 # llama-server first, then sluice, never both at once. Then the prefix
-# scenario: 32 requests sharing one ~830-token system message (18 rules) with distinct
+# scenario: 32 requests sharing one ~500-token system message (10 rules) with distinct
 # user messages, 16 tokens each, two rounds (round 1 finds nothing cached,
 # round 2 sends new user messages after the same system message).
 #
@@ -148,11 +148,11 @@ for n in $levels; do
   stop_server
 done
 
-# ~830 tokens of one system message (prompt 833 with the chat template), the same text for every request.
+# ~500 tokens of one system message (10 rules), the same text for every request.
 system="$work/system.txt"
 {
   echo "You are the support assistant of Sluice Hardware, a shop that sells tools and garden supplies."
-  for k in $(seq 1 18); do
+  for k in $(seq 1 10); do
     echo "Rule $k: when a customer asks about product line $k, answer politely in two sentences, name the aisle and shelf, mention the warranty of $((k + 1)) years, and never promise a delivery date."
   done
 }>"$system"
@@ -173,6 +173,19 @@ section="$work/section.md"
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 field() { jq -r --arg l "$1" --arg s "$2" --argjson r "${4:-1}" \
   "select(.label==\$l and .scenario==\$s and .round==\$r) | $3" "$results" | tail -1; }
+# A /metrics counter summed over its series, after prefix round $2 (0: none).
+counter() { [[ $3 == 0 ]] && { echo 0; return; }
+  field "$1" prefix "[.metrics | to_entries[] | select(.key | startswith(\"$2\")) | .value] | add // 0" "$3"; }
+computed() { # label round
+  if [[ $1 == sluice ]]; then
+    jq -n "$(counter sluice sluice_engine_prefill_tokens_total "$2") - $(counter sluice sluice_engine_prefill_tokens_total $(($2 - 1)))"
+  else field "$1" prefix '.prompt_n // "n/a"' "$2"; fi
+}
+from_cache() { # label round
+  if [[ $1 == sluice ]]; then
+    jq -n "$(counter sluice 'sluice_engine_prefix_cache_total{event=\"hits\"' "$2") - $(counter sluice 'sluice_engine_prefix_cache_total{event=\"hits\"' $(($2 - 1)))"
+  else field "$1" prefix '.cache_n // .cached_tokens // "n/a"' "$2"; fi
+}
 load1() { jq -r --arg l "$1" --arg s "$2" 'select(.label==$l and .scenario==$s) | .load1' "$work/load.jsonl" | tail -1; }
 {
   echo
@@ -208,12 +221,14 @@ load1() { jq -r --arg l "$1" --arg s "$2" 'select(.label==$l and .scenario==$s) 
   echo "Prompt tokens per request (from usage, llama → sluice): $(for n in $levels; do
     echo -n "N=$n $(field llama "chat-$n" '.prompt_tokens / .concurrency') → $(field sluice "chat-$n" '.prompt_tokens / .concurrency'); "; done)"
   echo
-  echo "### Shared prefix: $prefix_n requests, one ~830-token system message, distinct user messages, $prefix_tokens tokens"
+  echo "### Shared prefix: $prefix_n requests, one ~500-token system message, distinct user messages, $prefix_tokens tokens"
   echo
   echo "Both started fresh with room for $prefix_n sequences of $prefix_ctx tokens; the warm-up request"
   echo "has no system message. Round 2 sends new user messages after the same system message."
   echo "\"computed\" is what the server says it ran through prefill: llama-server's"
-  echo "\`timings.prompt_n\` summed (\`cache_n\` = taken from its cache); sluice reports neither yet."
+  echo "\`timings.prompt_n\` summed (\`cache_n\` = taken from its cache); sluice's"
+  echo "\`sluice_engine_prefill_tokens_total\` and \`sluice_engine_prefix_cache_total{event=\"hits\"}\`"
+  echo "read after each round, less the round before (round 1 includes the warm-up request)."
   echo
   echo "| server | round | wall s | tok/s | TTFT p50 ms | prompt tokens (sum) | computed in prefill | from cache |"
   echo "|---|---|---|---|---|---|---|---|"
@@ -222,8 +237,7 @@ load1() { jq -r --arg l "$1" --arg s "$2" 'select(.label==$l and .scenario==$s) 
       printf '| %s | %s | %.2f | %.1f | %.0f | %s | %s | %s |\n' "$l" "$r" \
         "$(field $l prefix .wall_s "$r")" "$(field $l prefix .tok_s "$r")" "$(field $l prefix .ttft_ms.p50 "$r")" \
         "$(field $l prefix .prompt_tokens "$r")" \
-        "$(field $l prefix '.prompt_n // "n/a"' "$r")" \
-        "$(field $l prefix '.cache_n // .cached_tokens // "n/a"' "$r")"
+        "$(computed $l "$r")" "$(from_cache $l "$r")"
     done
   done
   echo
