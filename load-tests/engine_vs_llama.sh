@@ -242,7 +242,7 @@ load1() { jq -r --arg l "$1" --arg s "$2" 'select(.label==$l and .scenario==$s) 
   done
   echo
   echo "Prompt, prefill and prefix-cache samples of each server's /metrics after each round"
-  echo "(names matching prefix|prefill|prompt_tokens|cached|computed|cache_hit; none from sluice = none exist yet):"
+  echo "(names matching prefix|prefill|prompt_tokens|cached|computed|cache_hit):"
   echo
   echo '```'
   for l in llama sluice; do
