@@ -34,7 +34,8 @@ source load-tests/configs.sh
 pids+=($!)
 start() { # name port
   mkdir -p "$work/$1"
-  (cd "$work/$1" && RUST_LOG=warn exec "$bin/sluice" serve --config "$work/$1.yaml" --listen "127.0.0.1:$2" >"$work/$1.log" 2>&1) &
+  (cd "$work/$1" && RUST_LOG=warn exec "$bin/sluice" serve --config "$work/$1.yaml" --listen "127.0.0.1:$2" \
+     --admin-listen "127.0.0.1:$(free_port)" >"$work/$1.log" 2>&1) &
   echo $!
 }
 queued_pid=$(start queued "$queued_port"); pids+=($queued_pid)

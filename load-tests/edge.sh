@@ -13,7 +13,9 @@
 # Env:   EDGE_TARGETS="bare sluice-full" (add sluice-off: every filter off),
 #        SLUICE_BASELINE_BIN=/path/to/older/sluice (adds sluice-full-base:
 #        the same config through that binary, a before/after in one run),
-#        EDGE_OUT=file (also write the markdown section there).
+#        EDGE_OUT=file (also write the markdown section there),
+#        EDGE_SYSCALLS=1 (print each proxy's syscalls per request, perf stat
+#        for 2 s in the middle of each run; needs perf).
 # Needs wrk (apt install wrk). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,7 +94,15 @@ one() { # scenario conns kind target pass
   WRK_BODY=$b WRK_KEY=sk-load-t0-k0 WRK_CHUNKS=$chunks wrk -t1 -c"$2" -d1s -s load-tests/wrk/post.lua "$url" >/dev/null
   local before after out
   before=$(cpu_ticks "${pid[$4]}")
-  out=$(WRK_BODY=$b WRK_KEY=sk-load-t0-k0 WRK_CHUNKS=$chunks wrk -t1 -c"$2" -d"${secs}s" --latency -s load-tests/wrk/post.lua "$url")
+  WRK_BODY=$b WRK_KEY=sk-load-t0-k0 WRK_CHUNKS=$chunks wrk -t1 -c"$2" -d"${secs}s" --latency -s load-tests/wrk/post.lua "$url" >"$work/wrk.out" &
+  local wrk_pid=$!
+  if [[ -n ${EDGE_SYSCALLS:-} ]]; then
+    # syscalls of the proxy for 2 s in the middle of the run, per request at the run's rate
+    sleep 1
+    perf stat -e 'syscalls:sys_enter_*' -p "${pid[$4]}" -- sleep 2 2>"$work/syscalls.txt" || true
+  fi
+  wait "$wrk_pid"
+  out=$(cat "$work/wrk.out")
   after=$(cpu_ticks "${pid[$4]}")
   if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
     echo "$4 $1: errors under load:" >&2; echo "$out" >&2; exit 1
@@ -105,6 +115,10 @@ one() { # scenario conns kind target pass
   cpu_us=$(python3 -c "print(round(($after - $before) / $hz * 1e6 / $n, 1))")
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$4" "$5" "$rps" "$cpu_us" "$p50" >>"$results"
   printf '  %-15s %-17s pass %s: %10s req/s  %7s µs CPU/req  p50 %s\n' "$1" "$4" "$5" "$rps" "$cpu_us" "$p50" >&2
+  if [[ -n ${EDGE_SYSCALLS:-} ]]; then
+    awk -v r="$rps" '/syscalls:sys_enter_/ {gsub(",", "", $1); if ($1 > 0) printf "      %-36s %6.2f per request\n", $2, $1 / (r * 2)}' \
+      "$work/syscalls.txt" | sort -k2 -rn | head -6 >&2
+  fi
 }
 for pass in $(seq "$passes"); do
   order=("${targets[@]}")

@@ -47,9 +47,9 @@ mkdir -p "$work/ledger"
 
 "$bin/mock-upstream" --listen "127.0.0.1:$mock_port" --threads "$mock_threads" --latency-us "$latency_us" &
 mock_pid=$!
-RUST_LOG=warn "$bin/sluice" serve --config "$work/sluice.yaml" --listen "127.0.0.1:$sluice_port" &
+RUST_LOG=warn "$bin/sluice" serve --config "$work/sluice.yaml" --listen "127.0.0.1:$sluice_port" --admin-listen "127.0.0.1:$(free_port)" &
 sluice_pid=$!
-(cd "$work/ledger" && RUST_LOG=warn exec "$bin/sluice" serve --config "$work/sluice-ledger.yaml" --listen "127.0.0.1:$ledger_port") &
+(cd "$work/ledger" && RUST_LOG=warn exec "$bin/sluice" serve --config "$work/sluice-ledger.yaml" --listen "127.0.0.1:$ledger_port" --admin-listen "127.0.0.1:$(free_port)") &
 ledger_pid=$!
 for port in $sluice_port $ledger_port; do
   for _ in $(seq 100); do

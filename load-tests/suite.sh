@@ -94,7 +94,9 @@ mock_pid=$!; pids+=($mock_pid)
 bare_pid=$!; pids+=($bare_pid)
 start_sluice() { # name config port -> pid; each in its own dir (ledger data)
   mkdir -p "$work/$1"
-  (cd "$work/$1" && RUST_LOG=warn exec "$bin/sluice" serve --config "$work/$2" --listen "127.0.0.1:$3" >"$work/$1.log" 2>&1) &
+  # each its own admin port (the default, 127.0.0.1:9090, would be shared)
+  (cd "$work/$1" && RUST_LOG=warn exec "$bin/sluice" serve --config "$work/$2" --listen "127.0.0.1:$3" \
+     --admin-listen "127.0.0.1:$(free_port)" >"$work/$1.log" 2>&1) &
   echo $!
 }
 wait_port "$redis_port"
@@ -105,7 +107,8 @@ off_pid=$(start_sluice off off.yaml "$off_port"); pids+=($off_pid)
 if [[ -n ${SLUICE_BASELINE_BIN:-} ]]; then
   base_port=$(free_port)
   mkdir -p "$work/base"
-  (cd "$work/base" && RUST_LOG=warn exec "$SLUICE_BASELINE_BIN" serve --config "$work/full.yaml" --listen "127.0.0.1:$base_port" >"$work/base.log" 2>&1) &
+  (cd "$work/base" && RUST_LOG=warn exec "$SLUICE_BASELINE_BIN" serve --config "$work/full.yaml" --listen "127.0.0.1:$base_port" \
+     --admin-listen "127.0.0.1:$(free_port)" >"$work/base.log" 2>&1) &
   base_pid=$!; pids+=($base_pid)
 fi
 full_pid=$(start_sluice full full.yaml "$full_port"); pids+=($full_pid)
