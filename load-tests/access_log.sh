@@ -15,22 +15,8 @@ nice -n 10 cargo build --release -q -p sluice -p sluice-load-tests
 bin="$root/target/release"
 work=$(mktemp -d)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listening on port $1" >&2
-  return 1
-}
+source load-tests/lib.sh
+trap stop_all EXIT
 mock_port=$(free_port); bare_port=$(free_port); on_port=$(free_port); off_port=$(free_port)
 sluice_threads=1
 source load-tests/configs.sh

@@ -16,34 +16,11 @@
     clippy::print_stderr
 )]
 
-use std::path::PathBuf;
+mod common;
 
 use candle_core::{Device, Tensor};
 use sluice_batcher::model::{ChunkInput, LlamaRunner, PackedBatch};
 use sluice_batcher::{load_gguf, Engine, EngineConfig, Event, GenerateRequest, SamplingParams};
-
-fn model_path() -> Option<PathBuf> {
-    let path = std::env::var_os("SLUICE_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    assert!(
-        !in_ci,
-        "{} missing under CI: run batcher/scripts/fetch-smollm2.sh first",
-        path.display()
-    );
-    eprintln!(
-        "skipping: {} not found (run batcher/scripts/fetch-smollm2.sh)",
-        path.display()
-    );
-    None
-}
 
 const PROMPTS: [&str; 8] = [
     "What is the capital of France? Tell me a little about it.",
@@ -85,7 +62,9 @@ fn step(
 /// (prefill chunks, then decode rows) with seven other sequences.
 #[test]
 fn smollm2_logits_do_not_depend_on_the_batch() {
-    let Some(path) = model_path() else { return };
+    let Some(path) = common::smollm2_path() else {
+        return;
+    };
     let model = load_gguf(&path, &Device::Cpu).unwrap();
     let tokenizer = model.tokenizer.clone().unwrap();
     let runner = model.runner;
@@ -162,7 +141,9 @@ fn greedy_tokens(stream: sluice_batcher::TokenStream) -> Vec<u32> {
 /// and decode steps, different lengths).
 #[test]
 fn smollm2_greedy_tokens_alone_equal_tokens_among_eight() {
-    let Some(path) = model_path() else { return };
+    let Some(path) = common::smollm2_path() else {
+        return;
+    };
     let engine = Engine::start(
         load_gguf(&path, &Device::Cpu).unwrap(),
         EngineConfig::default(),

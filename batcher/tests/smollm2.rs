@@ -14,6 +14,8 @@
     clippy::print_stderr
 )]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -38,29 +40,6 @@ const LOGIT_TOLERANCE: f32 = 6.0;
 /// Written once by this test and read by a human; see the README.
 const EXPECTED: &str = include_str!("fixtures/smollm2_greedy.txt");
 
-fn model_path() -> Option<PathBuf> {
-    let path = std::env::var_os("SLUICE_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    assert!(
-        !in_ci,
-        "{} missing under CI: run batcher/scripts/fetch-smollm2.sh first",
-        path.display()
-    );
-    eprintln!(
-        "skipping: {} not found (run batcher/scripts/fetch-smollm2.sh)",
-        path.display()
-    );
-    None
-}
-
 fn generate(path: &std::path::Path) -> String {
     let model = load_gguf(path, &Device::Cpu).unwrap();
     let engine = Engine::start(model, EngineConfig::default()).unwrap();
@@ -83,7 +62,9 @@ fn generate(path: &std::path::Path) -> String {
 
 #[test]
 fn smollm2_greedy_is_deterministic_and_matches_the_stored_output() {
-    let Some(path) = model_path() else { return };
+    let Some(path) = common::smollm2_path() else {
+        return;
+    };
     let first = generate(&path);
     let second = generate(&path);
     assert_eq!(first, second, "greedy decoding is not deterministic");
@@ -113,7 +94,9 @@ fn smollm2_greedy_is_deterministic_and_matches_the_stored_output() {
 /// every generated position, with either attention kernel.
 #[test]
 fn smollm2_packed_runner_matches_candle_quantized_llama() {
-    let Some(path) = model_path() else { return };
+    let Some(path) = common::smollm2_path() else {
+        return;
+    };
     let device = Device::Cpu;
     let loaded = load_gguf(&path, &device).unwrap();
     let tokens = loaded
@@ -188,7 +171,7 @@ fn smollm2_packed_runner_matches_candle_quantized_llama() {
 /// pieces add up to exactly the text.
 #[test]
 fn smollm2_streams_multibyte_text_whole_characters_only() {
-    let Some(path) = model_path() else {
+    let Some(path) = common::smollm2_path() else {
         return;
     };
     let model = load_gguf_with(&path, &Device::Cpu, &GgufOptions::default()).unwrap();
