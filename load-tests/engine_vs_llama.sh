@@ -95,7 +95,7 @@ cleanup() {
   [[ -n ${KEEP_WORK:-} ]] && echo "work dir kept: $work" >&2 || rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source load-tests/lib.sh # free_port
 wait_ready() { # url log
   for _ in $(seq 1200); do
     kill -0 "$server_pid" 2>/dev/null || { tail -20 "$2" >&2; fail "server exited while starting (log: $2)"; }
